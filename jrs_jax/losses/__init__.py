@@ -1,0 +1,1 @@
+"""Losses (filled in below)."""

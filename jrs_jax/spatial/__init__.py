@@ -1,0 +1,58 @@
+"""Differentiable, batched, jit-able geometry for 2-D and 3-D images.
+
+The coordinate contract (one convention everywhere):
+
+- Images and label maps are ``[B, *S, C]``, channels last; ``S`` has 2 or 3 axes and
+  ``D = len(S)``. Hard label maps are integer ``[B, *S]``; soft/one-hot ``[B, *S, K]``.
+- Displacement fields are ``[B, *S, D]`` in **voxel units along array axes** ("ij"):
+  component ``k`` moves along spatial axis ``k``. There is no "xy" mode.
+- Warping pulls: ``warp(I, u)(x) = I(x + u(x))``; voxel centres sit at integers (the
+  ``align_corners=True`` convention). Padding: ``"border"`` (default, clamp), ``"zeros"``
+  (each interpolation tap outside reads 0), ``"constant"`` (reads ``cval``).
+- Composition: ``compose(u, v)(x) = u(x) + v(x + u(x))``, hence
+  ``warp(I, compose(u, v)) == warp(warp(I, v), u)``.
+- A stationary velocity ``v`` is integrated by scaling and squaring, ``u = v / 2^N`` then
+  ``N`` times ``u = compose(u, u)`` (default ``N = 7``); the inverse is ``exp(-v)``.
+- Physical spacing (mm) enters only where it should: regularisers and Jacobians take an
+  optional ``spacing``; NIfTI IO keeps the affine; everything else is in voxels.
+
+Converters to and from MONAI / VoxelMorph-torch ``[B, D, *S]`` fields, normalised
+``grid_sample`` coordinates and ITK/ANTs physical (LPS, mm) fields live in
+:mod:`jrs_jax.spatial.convert`.
+"""
+
+from .fields import (
+    affine_to_displacement,
+    compose,
+    displacement_gradient,
+    integrate_velocity,
+    invert_displacement,
+    jacobian_determinant,
+    resize_field,
+)
+from .filters import box_filter, filter_1d, gaussian_filter, gaussian_kernel_1d
+from .grid import identity_grid
+from .random import random_displacement, random_velocity
+from .warp import LABEL_MODES, PADDING_MODES, sample, warp, warp_labels
+
+__all__ = [
+    "LABEL_MODES",
+    "PADDING_MODES",
+    "affine_to_displacement",
+    "box_filter",
+    "compose",
+    "displacement_gradient",
+    "filter_1d",
+    "gaussian_filter",
+    "gaussian_kernel_1d",
+    "identity_grid",
+    "integrate_velocity",
+    "invert_displacement",
+    "jacobian_determinant",
+    "random_displacement",
+    "random_velocity",
+    "resize_field",
+    "sample",
+    "warp",
+    "warp_labels",
+]
