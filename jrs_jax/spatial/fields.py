@@ -203,8 +203,10 @@ def jacobian_determinant(
 
     Spacing: our displacements are in voxels, and then the determinant does not depend on
     the voxel size (``det(I + S G S^-1) = det(I + G)``): leave ``spacing=None``. Pass
-    ``spacing`` only when ``disp`` holds physical displacements (e.g. mm, from
-    :func:`jrs_jax.spatial.to_physical_displacement`) on a grid with that voxel size.
+    ``spacing`` only when ``disp`` holds displacements in mm *along the array axes*
+    (``u * spacing``) on a grid with that voxel size. (World-frame fields such as the LPS
+    output of :func:`jrs_jax.spatial.to_physical_displacement` are rotated/flipped: convert
+    them back with ``from_physical_displacement`` first.)
 
     Args:
       disp: ``[B, *S, D]``.
