@@ -1,3 +1,12 @@
-"""jrs_jax: joint image registration and segmentation in JAX/Flax."""
+"""jrs_jax: joint image registration and segmentation in JAX/Flax.
+
+Subpackages: :mod:`jrs_jax.spatial` (geometry: warp, compose, integrate, Jacobians,
+converters), :mod:`jrs_jax.losses` (similarity, regularisation, segmentation, adversarial,
+consistency; functional composition), :mod:`jrs_jax.metrics` (Learn2Reg-style evaluation).
+"""
+
+from . import losses, metrics, spatial
 
 __version__ = "0.1.0.dev0"
+
+__all__ = ["__version__", "losses", "metrics", "spatial"]
