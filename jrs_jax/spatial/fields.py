@@ -68,7 +68,7 @@ def integrate_velocity(velocity: jnp.ndarray, *, steps: int = 7) -> jnp.ndarray:
     return jax.lax.fori_loop(0, steps, lambda _, w: compose(w, w), u)
 
 
-def resize_field(disp: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:
+def resize_field(disp: jnp.ndarray, shape: Sequence[int], *, rescale: bool = True) -> jnp.ndarray:
     """Resample a field to a new spatial shape and rescale its vectors.
 
     Voxel centres sit at integers and the first/last voxel centres of both grids coincide
@@ -81,6 +81,8 @@ def resize_field(disp: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:
     Args:
       disp: ``[B, *S, D]``.
       shape: output spatial shape (D ints).
+      rescale: multiply component ``k`` by ``r_k`` (default). ``False`` only resamples, for
+        fields whose values are not in input voxels (e.g. noise given in output voxels).
 
     Returns:
       ``[B, *shape, D]``.
@@ -97,7 +99,7 @@ def resize_field(disp: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:
     inv = np.where(ratio > 0, 1.0 / np.where(ratio > 0, ratio, 1.0), 0.0)
     coords = identity_grid(shape, dtype=disp.dtype) * jnp.asarray(inv, disp.dtype)
     out = sample(disp, coords[None], padding="border")
-    return out * jnp.asarray(ratio, disp.dtype)
+    return out * jnp.asarray(ratio, disp.dtype) if rescale else out
 
 
 def affine_to_displacement(matrix: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:

@@ -37,9 +37,11 @@ def filter_1d(x: jnp.ndarray, taps, axis: int, *, padding: str = "zeros") -> jnp
       padding: boundary handling.
 
     Returns:
-      Array of the same shape and dtype as ``x``.
+      Array of the same shape as ``x``; the dtype of ``x`` if floating, else float32.
     """
     check_choice("padding", padding, tuple(_PAD_MODES))
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.float32)  # fractional taps would truncate to 0 in integer arithmetic
     taps = np.asarray(taps, dtype=np.float64)
     k = taps.shape[0]
     lo = (k - 1) // 2
@@ -67,8 +69,8 @@ def _spatial_axes(x: jnp.ndarray) -> tuple[int, ...]:
 
 
 def _per_axis(value, n: int) -> tuple:
-    if isinstance(value, (int, float)):
-        return (value,) * n
+    if np.ndim(value) == 0:
+        return (float(value),) * n
     value = tuple(value)
     if len(value) != n:
         raise ValueError(f"expected a scalar or {n} values, got {value!r}")
@@ -96,7 +98,7 @@ def box_filter(
     axes = _spatial_axes(x)
     sizes = _per_axis(size, len(axes))
     for ax, k in zip(axes, sizes):
-        taps = np.full(int(k), 1.0 / k if normalize else 1.0)
+        taps = np.full(int(k), 1.0 / int(k) if normalize else 1.0)
         x = filter_1d(x, taps, ax, padding=padding)
     return x
 

@@ -45,9 +45,8 @@ def random_velocity(
     shape = tuple(int(n) for n in shape)
     coarse = _control_shape(shape, control_spacing)
     noise = amplitude * jax.random.normal(key, (batch_size, *coarse, len(shape)), dtype)
-    # resample the noise without rescaling the vectors: amplitudes are given in output voxels.
-    ratio = jnp.asarray([(n - 1) / (c - 1) for n, c in zip(shape, coarse)], dtype)
-    return resize_field(noise, shape) / ratio
+    # amplitudes are given in output voxels: resample without rescaling the vectors.
+    return resize_field(noise, shape, rescale=False)
 
 
 def random_displacement(
