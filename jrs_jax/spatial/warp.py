@@ -4,9 +4,12 @@ Linear interpolation uses the corners ``floor(c)`` and ``floor(c) + 1`` (never `
 the gradient with respect to the sampling position is the finite difference of the image
 even at exactly integer positions — the identity warp of a zero-initialised flow head.
 
+Implementation: padding is reduced to clamping (``"zeros"``/``"constant"`` pad the image by
+one voxel of ``cval``), so every corner is an in-bounds read at a constant flat offset from
+the cell's lower corner: one index computation and ``2^D`` scalar gathers per sample.
 The linear sampler has a hand-written VJP: the backward pass recomputes the corner values
-instead of storing them, reduces over channels one corner at a time (memory ``[B, N]`` per
-corner instead of ``[B, N, C]``), and only scatters into the image when the image gradient is
+instead of storing them (residuals are just the image and the coordinates), reduces over
+channels one corner at a time, and only scatters into the image when the image gradient is
 actually needed (XLA removes the unused branch under ``jit``). Its forward pass is the same
 ``jnp`` code that plain autodiff would differentiate; ``tests/spatial/test_warp.py`` checks the
 two against each other. ``jax.jvp`` (forward mode) is not available through a ``custom_vjp``;
@@ -35,9 +38,80 @@ def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(math.prod(shape[d + 1 :])) for d in range(len(shape)))
 
 
-def _gather(img_flat: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
-    """``img_flat [B, P, C]``, ``idx [B, N]`` (in bounds) -> ``[B, N, C]``."""
-    return jax.vmap(lambda im, i: im.at[i].get(mode="promise_in_bounds"))(img_flat, idx)
+def _pad_for_sampling(image, coords, padding, cval):
+    """Make every interpolation tap an in-bounds read.
+
+    ``"zeros"``/``"constant"``: pad one voxel of ``cval`` on each side and shift the
+    coordinates by one; clamping them to the padded range then reproduces "each outside tap
+    reads cval" exactly (beyond one voxel outside, every tap reads cval). ``"border"``: clamp
+    to ``[0, n - 1]``; axes of length 1 are edge-padded to 2 so that two corners exist.
+
+    Returns:
+      ``(image [B, *Sp, C], coords [B, No, D], hi)``: ``hi[k]`` is the largest valid
+      coordinate along axis ``k`` of the (padded) image.
+    """
+    shape = image.shape[1:-1]
+    ndim = len(shape)
+    if padding == "border":
+        hi = tuple(float(n - 1) for n in shape)
+        short = [(0, 0)] + [(0, 1 if n == 1 else 0) for n in shape] + [(0, 0)]
+        if any(n == 1 for n in shape):
+            image = jnp.pad(image, short, mode="edge")
+        return image, coords, hi
+    widths = [(0, 0)] + [(1, 1)] * ndim + [(0, 0)]
+    image = jnp.pad(image, widths, constant_values=jnp.asarray(cval, image.dtype))
+    hi = tuple(float(n + 1) for n in shape)
+    return image, coords + 1.0, hi
+
+
+def _cell(coords, shape, hi):
+    """Clamp ``coords [B, N, D]``; return the flat index of the lower corner, the fractions
+    ``[B, N, D]`` in [0, 1], and the per-axis "inside the clamp range" masks."""
+    strides = _strides(shape)
+    base = None
+    fracs, inside = [], []
+    for d, n in enumerate(shape):
+        c = coords[..., d]
+        # [0, hi): at a knot the derivative is the forward difference I[i + 1] - I[i] (0 at
+        # the upper end, where the clamped image is flat to the right); jnp.clip would
+        # instead halve the derivative at both end points.
+        ok = (c >= 0.0) & (c < hi[d])
+        inside.append(ok)
+        c = jnp.where(ok, c, jax.lax.stop_gradient(jnp.clip(c, 0.0, hi[d])))
+        i0 = jnp.minimum(jnp.floor(c), float(n - 2))
+        fracs.append(c - i0)
+        term = i0.astype(jnp.int32) * strides[d]
+        base = term if base is None else base + term
+    return base, fracs, inside
+
+
+def _corners(shape):
+    """``[(bits, flat offset)]`` of the ``2^D`` corners of a cell."""
+    strides = _strides(shape)
+    return [
+        (bits, sum(b * s for b, s in zip(bits, strides)))
+        for bits in itertools.product((0, 1), repeat=len(shape))
+    ]
+
+
+def _factors(fracs, bits):
+    return [f if b else 1.0 - f for f, b in zip(fracs, bits)]
+
+
+def _flatten(image):
+    """``[B, *S, C]`` -> ``[B * P]`` (one channel: a scalar gather is fastest on CPU) or
+    ``[B * P, C]``, plus the per-example offset ``[B, 1]``."""
+    batch, channels = image.shape[0], image.shape[-1]
+    npix = int(math.prod(image.shape[1:-1]))
+    flat = image.reshape(batch * npix) if channels == 1 else image.reshape(batch * npix, channels)
+    offset = (jnp.arange(batch, dtype=jnp.int32) * npix)[:, None]
+    return flat, offset
+
+
+def _read(flat, idx):
+    """Gather ``flat[idx]`` as ``[B, N, C]`` (indices are in bounds by construction)."""
+    vals = flat.at[idx].get(mode="promise_in_bounds")
+    return vals[..., None] if flat.ndim == 1 else vals
 
 
 def _channel_dot(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
@@ -53,110 +127,70 @@ def _channel_dot(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return out
 
 
-def _corner(coords_floor, frac, bits, shape, padding):
-    """Flat index, per-axis weights and validity of one interpolation corner.
-
-    Args:
-      coords_floor: ``[B, N, D]`` int32 ``floor(c)``.
-      frac: ``[B, N, D]`` ``c - floor(c)``.
-      bits: tuple of D ints in {0, 1}: which corner.
-
-    Returns:
-      ``(idx [B, N] int32, factors: list of D arrays [B, N], valid [B, N] bool or None)``.
-    """
-    strides = _strides(shape)
-    idx = None
-    valid = None
-    factors = []
-    for d, (n, bit) in enumerate(zip(shape, bits)):
-        i = coords_floor[..., d] + bit
-        factors.append(frac[..., d] if bit else 1.0 - frac[..., d])
-        if padding != "border":
-            ok = (i >= 0) & (i < n)
-            valid = ok if valid is None else valid & ok
-        term = jnp.clip(i, 0, n - 1) * strides[d]
-        idx = term if idx is None else idx + term
-    return idx, factors, valid
-
-
-def _linear_forward(img_flat, coords, shape, padding, cval):
-    """Plain-``jnp`` linear interpolation; ``img_flat [B, P, C]``, ``coords [B, N, D]``."""
-    ndim = len(shape)
-    floor = jnp.floor(coords)
-    frac = coords - floor
-    floor = floor.astype(jnp.int32)
+def _linear_forward(image, coords, hi):
+    """Linear interpolation of ``image [B, *S, C]`` at clamped ``coords [B, N, D]``."""
+    shape = image.shape[1:-1]
+    flat, offset = _flatten(image)
+    base, fracs, _ = _cell(coords, shape, hi)
+    base = base + offset
     out = None
-    for bits in itertools.product((0, 1), repeat=ndim):
-        idx, factors, valid = _corner(floor, frac, bits, shape, padding)
-        weight = functools.reduce(jnp.multiply, factors)
-        vals = _gather(img_flat, idx)
-        if valid is not None:
-            vals = jnp.where(valid[..., None], vals, jnp.asarray(cval, vals.dtype))
-        term = weight[..., None].astype(vals.dtype) * vals
+    for bits, off in _corners(shape):
+        weight = functools.reduce(jnp.multiply, _factors(fracs, bits))
+        term = weight[..., None].astype(image.dtype) * _read(flat, base + off)
         out = term if out is None else out + term
     return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _linear_custom(img_flat, coords, shape, padding, cval):
-    return _linear_forward(img_flat, coords, shape, padding, cval)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _linear_custom(image, coords, hi):
+    return _linear_forward(image, coords, hi)
 
 
-def _linear_custom_fwd(img_flat, coords, shape, padding, cval):
-    return _linear_forward(img_flat, coords, shape, padding, cval), (img_flat, coords)
+def _linear_custom_fwd(image, coords, hi):
+    return _linear_forward(image, coords, hi), (image, coords)
 
 
-def _linear_custom_bwd(shape, padding, cval, residuals, g):
-    img_flat, coords = residuals
+def _linear_custom_bwd(hi, residuals, g):
+    image, coords = residuals
+    shape = image.shape[1:-1]
     ndim = len(shape)
-    floor = jnp.floor(coords)
-    frac = coords - floor
-    floor = floor.astype(jnp.int32)
-    g_coords = [jnp.zeros(coords.shape[:-1], coords.dtype) for _ in range(ndim)]
-    idx_all, upd_all = [], []
-    for bits in itertools.product((0, 1), repeat=ndim):
-        idx, factors, valid = _corner(floor, frac, bits, shape, padding)
-        vals = _gather(img_flat, idx)
-        if valid is not None:
-            vals = jnp.where(valid[..., None], vals, jnp.asarray(cval, vals.dtype))
-        # d out / d c_d for this corner = (+-1) * prod_{e != d} factor_e ; reduce channels first.
-        s = _channel_dot(g, vals).astype(coords.dtype)
+    flat, offset = _flatten(image)
+    base, fracs, inside = _cell(coords, shape, hi)
+    base = base + offset
+    g_flat = g[..., 0] if flat.ndim == 1 else g
+    g_img = jnp.zeros(flat.shape, g.dtype)
+    g_coords = [None] * ndim
+    for bits, off in _corners(shape):
+        idx = base + off
+        factors = _factors(fracs, bits)
+        # d out / d c_d for this corner = (+-1) * prod_{e != d} factor_e; reduce channels first.
+        s = _channel_dot(g, _read(flat, idx)).astype(coords.dtype)
         for d in range(ndim):
             others = [f for e, f in enumerate(factors) if e != d]
-            dw = functools.reduce(jnp.multiply, others) if others else 1.0
-            g_coords[d] = g_coords[d] + (s * dw if bits[d] else -s * dw)
-        weight = functools.reduce(jnp.multiply, factors)
-        if valid is not None:
-            weight = jnp.where(valid, weight, 0.0)
-        idx_all.append(idx)
-        upd_all.append(weight[..., None].astype(g.dtype) * g)
-    idx_cat = jnp.concatenate(idx_all, axis=1)
-    upd_cat = jnp.concatenate(upd_all, axis=1)
-    g_img = jax.vmap(lambda i, u: jnp.zeros(img_flat.shape[1:], g.dtype).at[i].add(u))(
-        idx_cat, upd_cat
-    ).astype(img_flat.dtype)
-    return g_img, jnp.stack(g_coords, axis=-1)
+            term = s * functools.reduce(jnp.multiply, others) if others else s
+            term = term if bits[d] else -term
+            g_coords[d] = term if g_coords[d] is None else g_coords[d] + term
+        weight = functools.reduce(jnp.multiply, factors).astype(g.dtype)
+        upd = weight * g_flat if flat.ndim == 1 else weight[..., None] * g_flat
+        # one scatter per corner: XLA-CPU runs these faster than one concatenated scatter.
+        g_img = g_img.at[idx].add(upd, mode="promise_in_bounds")
+    g_coords = jnp.stack([jnp.where(m, gc, 0.0) for m, gc in zip(inside, g_coords)], axis=-1)
+    return g_img.reshape(image.shape).astype(image.dtype), g_coords
 
 
 _linear_custom.defvjp(_linear_custom_fwd, _linear_custom_bwd)
 
 
-def _nearest(img_flat, coords, shape, padding, cval):
+def _nearest(image, coords, hi):
+    shape = image.shape[1:-1]
+    flat, offset = _flatten(image)
     coords = jax.lax.stop_gradient(coords)
     strides = _strides(shape)
-    idx = None
-    valid = None
-    for d, n in enumerate(shape):
-        i = jnp.round(coords[..., d]).astype(jnp.int32)
-        if padding != "border":
-            ok = (i >= 0) & (i < n)
-            valid = ok if valid is None else valid & ok
-        term = jnp.clip(i, 0, n - 1) * strides[d]
-        idx = term if idx is None else idx + term
-    vals = _gather(img_flat, idx)
-    if valid is not None:
-        vals = jnp.where(valid[..., None], vals, jnp.asarray(cval, vals.dtype))
-    return vals
+    idx = offset
+    for d in range(len(shape)):
+        i = jnp.clip(jnp.round(coords[..., d]), 0.0, hi[d]).astype(jnp.int32)
+        idx = idx + i * strides[d]
+    return _read(flat, idx)
 
 
 def sample(
@@ -201,17 +235,15 @@ def sample(
     if order == 1 and not jnp.issubdtype(image.dtype, jnp.floating):
         image = image.astype(jnp.float32)  # interpolated values of integer images are float
     batch = image.shape[0]
-    shape = tuple(int(n) for n in image.shape[1:-1])
     out_shape = coords.shape[1:-1]
-    coords = jnp.broadcast_to(coords, (batch, *coords.shape[1:]))
-    img_flat = image.reshape(batch, -1, image.shape[-1])
-    coords_flat = coords.reshape(batch, -1, ndim)
+    coords = jnp.broadcast_to(coords, (batch, *coords.shape[1:])).reshape(batch, -1, ndim)
+    image, coords, hi = _pad_for_sampling(image, coords, padding, cval)
     if order == 0:
-        out = _nearest(img_flat, coords_flat, shape, padding, cval)
+        out = _nearest(image, coords, hi)
     elif autodiff:
-        out = _linear_forward(img_flat, coords_flat, shape, padding, cval)
+        out = _linear_forward(image, coords, hi)
     else:
-        out = _linear_custom(img_flat, coords_flat, shape, padding, cval)
+        out = _linear_custom(image, coords, hi)
     return out.reshape(batch, *out_shape, image.shape[-1])
 
 
