@@ -6,8 +6,10 @@ fuses into elementwise loops; on CPU this is much faster than a dense 3-D convol
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,26 +44,53 @@ def filter_1d(x: jnp.ndarray, taps, axis: int, *, padding: str = "zeros") -> jnp
     check_choice("padding", padding, tuple(_PAD_MODES))
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         x = x.astype(jnp.float32)  # fractional taps would truncate to 0 in integer arithmetic
-    taps = np.asarray(taps, dtype=np.float64)
-    k = taps.shape[0]
-    lo = (k - 1) // 2
-    hi = k - 1 - lo
+    taps = tuple(float(w) for w in np.asarray(taps, dtype=np.float64).ravel())
     axis = axis % x.ndim
+    lo = (len(taps) - 1) // 2
+    if padding == "zeros":
+        return _correlate_zeros(x, taps, axis, lo)
     pad = [(0, 0)] * x.ndim
-    pad[axis] = (lo, hi)
+    pad[axis] = (lo, len(taps) - 1 - lo)
     xp = jnp.pad(x, pad, mode=_PAD_MODES[padding])
-    n = x.shape[axis]
+    return _correlate_valid(xp, taps, axis, x.shape[axis])
+
+
+def _correlate_valid(xp, taps, axis, n):
+    """``out[i] = sum_t taps[t] * xp[i + t]`` for ``i < n``: a sum of shifted slices."""
     out = None
     for t, w in enumerate(taps):
         if w == 0.0:
             continue
-        sl = [slice(None)] * x.ndim
-        sl[axis] = slice(t, t + n)
-        term = xp[tuple(sl)] if w == 1.0 else xp[tuple(sl)] * jnp.asarray(w, x.dtype)
+        term = jax.lax.slice_in_dim(xp, t, t + n, axis=axis)
+        term = term if w == 1.0 else term * jnp.asarray(w, xp.dtype)
         out = term if out is None else out + term
     if out is None:
-        return jnp.zeros_like(x)
+        return jnp.zeros((*xp.shape[:axis], n, *xp.shape[axis + 1 :]), xp.dtype)
     return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _correlate_zeros(x, taps, axis, lo):
+    """Zero-padded correlation with ``lo`` taps before the centre.
+
+    Its transpose is the zero-padded correlation with the reversed taps (and ``k - 1 - lo``
+    taps before the centre); written as a custom VJP because XLA-CPU differentiates the
+    pad-and-slice form ~9x slower than it runs it.
+    """
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (lo, len(taps) - 1 - lo)
+    return _correlate_valid(jnp.pad(x, pad), taps, axis, x.shape[axis])
+
+
+def _correlate_zeros_fwd(x, taps, axis, lo):
+    return _correlate_zeros(x, taps, axis, lo), None
+
+
+def _correlate_zeros_bwd(taps, axis, lo, _, g):
+    return (_correlate_zeros(g, taps[::-1], axis, len(taps) - 1 - lo),)
+
+
+_correlate_zeros.defvjp(_correlate_zeros_fwd, _correlate_zeros_bwd)
 
 
 def _spatial_axes(x: jnp.ndarray) -> tuple[int, ...]:
@@ -95,11 +124,29 @@ def box_filter(
     Returns:
       ``[B, *S, C]``.
     """
+    check_choice("padding", padding, tuple(_PAD_MODES))
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.float32)
     axes = _spatial_axes(x)
-    sizes = _per_axis(size, len(axes))
+    sizes = tuple(int(k) for k in _per_axis(size, len(axes)))
+    # lax.reduce_window: one pass per axis; forward and backward are both fast on XLA-CPU.
+    widths = [(0, 0)] * x.ndim
+    window = [1] * x.ndim
     for ax, k in zip(axes, sizes):
-        taps = np.full(int(k), 1.0 / int(k) if normalize else 1.0)
-        x = filter_1d(x, taps, ax, padding=padding)
+        widths[ax] = ((k - 1) // 2, k - 1 - (k - 1) // 2)
+    if padding != "zeros":
+        x = jnp.pad(x, widths, mode=_PAD_MODES[padding])
+    for ax, k in zip(axes, sizes):
+        window[ax] = k
+        pad_ax = [(0, 0)] * x.ndim
+        if padding == "zeros":
+            pad_ax[ax] = widths[ax]
+        x = jax.lax.reduce_window(
+            x, np.zeros((), x.dtype), jax.lax.add, tuple(window), (1,) * x.ndim, pad_ax
+        )
+        window[ax] = 1
+    if normalize:
+        x = x / jnp.asarray(float(np.prod(sizes)), x.dtype)
     return x
 
 
