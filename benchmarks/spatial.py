@@ -141,18 +141,27 @@ def bench_warp(rows, batch, shape, channels, repeats):
 
 
 def _torch_integration_peak(batch, shape, steps, grad):
-    """Peak RSS growth (bytes) of MONAI DVF2DDF in a fresh process."""
+    """Peak RSS growth (bytes) while MONAI DVF2DDF runs, in a fresh process (RSS polled)."""
     code = f"""
-import resource, torch
+import threading, time, torch
 from monai.networks.blocks import DVF2DDF
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS"))
 torch.manual_seed(0)
 v = torch.randn({batch}, {len(shape)}, *{tuple(shape)}) * 0.5
 v.requires_grad_({grad})
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = DVF2DDF(num_steps={steps})(v)
+integ = DVF2DDF(num_steps={steps})
+base = rss(); peak = [base]; done = []
+def poll():
+    while not done:
+        peak[0] = max(peak[0], rss()); time.sleep(0.002)
+t = threading.Thread(target=poll); t.start()
+out = integ(v)
 if {grad}:
     out.pow(2).sum().backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+done.append(1); t.join()
+print(peak[0] - base)
 """
     try:
         res = subprocess.run(

@@ -9,41 +9,9 @@ import jax.numpy as jnp
 
 from jrs_jax.spatial.fields import compose
 
+from ._reduce import as_float, masked_mean, voxel_mask
+
 __all__ = ["cycle_l1", "inverse_consistency"]
-
-
-def _float(x) -> jnp.ndarray:
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
-def _voxel_mask(mask, like: jnp.ndarray) -> jnp.ndarray:
-    """``[B, *S]``, ``[B, *S, 1]`` or ``[B, *S, C]`` mask -> float, broadcastable to ``like``."""
-    mask = jnp.asarray(mask)
-    if mask.ndim == like.ndim - 1:
-        mask = mask[..., None]
-    ok = (
-        mask.ndim == like.ndim
-        and mask.shape[:-1] == like.shape[:-1]
-        and mask.shape[-1] in (1, like.shape[-1])
-    )
-    if not ok:
-        raise ValueError(
-            f"mask must have shape {tuple(like.shape[:-1])}, {(*like.shape[:-1], 1)} or "
-            f"{tuple(like.shape)}; got {tuple(mask.shape)}"
-        )
-    return mask.astype(like.dtype)
-
-
-def _masked_mean(values: jnp.ndarray, mask: jnp.ndarray | None) -> jnp.ndarray:
-    """Per-example mean of ``values [B, *S, C]`` over voxels and channels, mask-weighted."""
-    axes = tuple(range(1, values.ndim))
-    if mask is None:
-        return jnp.mean(values, axis=axes)
-    m = jnp.broadcast_to(mask, values.shape)
-    den = jnp.sum(m, axis=axes)
-    ok = den > 0
-    return jnp.where(ok, jnp.sum(values * m, axis=axes) / jnp.where(ok, den, 1.0), 0.0)
 
 
 def cycle_l1(
@@ -72,15 +40,15 @@ def cycle_l1(
       Zhu, Park, Isola, Efros, "Unpaired image-to-image translation using cycle-consistent
       adversarial networks", ICCV 2017.
     """
-    x = _float(x)
+    x = as_float(x)
     y = jnp.asarray(x_cycled).astype(x.dtype)
     if x.ndim < 3 or y.shape != x.shape:
         raise ValueError(
             f"x and x_cycled must both have shape [B, *S, C]; got {tuple(x.shape)} and "
             f"{tuple(y.shape)}"
         )
-    m = None if mask is None else _voxel_mask(mask, x)
-    return _masked_mean(jnp.abs(x - y), m)
+    m = None if mask is None else voxel_mask(mask, x)
+    return masked_mean(jnp.abs(x - y), m)
 
 
 def inverse_consistency(
@@ -121,7 +89,7 @@ def inverse_consistency(
       Christensen & Johnson, "Consistent image registration", IEEE TMI 2001; Zhang,
       "Inverse-consistent deep networks for unsupervised deformable image registration", 2018.
     """
-    u = _float(u)
+    u = as_float(u)
     v = jnp.asarray(v).astype(u.dtype)
     if v.shape != u.shape:
         raise ValueError(f"u and v must have the same shape; got {u.shape} and {v.shape}")
@@ -129,8 +97,8 @@ def inverse_consistency(
     def residual(a, b):
         w = compose(a, b)
         sq = jnp.sum(w * w, axis=-1, keepdims=True)
-        m = None if mask is None else _voxel_mask(mask, sq)
-        return _masked_mean(sq, m)
+        m = None if mask is None else voxel_mask(mask, sq)
+        return masked_mean(sq, m)
 
     if symmetric:
         return 0.5 * (residual(u, v) + residual(v, u))

@@ -31,6 +31,8 @@ import numpy as np
 from jrs_jax.spatial._checks import check_choice
 from jrs_jax.spatial.fields import jacobian_determinant
 
+from ._reduce import per_example_mean
+
 __all__ = [
     "bending_energy",
     "diffusion",
@@ -121,10 +123,6 @@ def _forward_diff(x: jnp.ndarray, i: int) -> jnp.ndarray:
     return hi - lo
 
 
-def _per_example_mean(x: jnp.ndarray) -> jnp.ndarray:
-    return jnp.mean(x, axis=tuple(range(1, x.ndim)))
-
-
 # ----------------------------------------------------------------------------- losses
 
 
@@ -205,7 +203,7 @@ def bending_energy(
             if h is not None:
                 dm = dm / (h[i] * h[j])
             energy = energy + 2.0 * dm * dm
-    return _per_example_mean(energy)
+    return per_example_mean(energy)
 
 
 def diffusion(
@@ -274,7 +272,7 @@ def diffusion(
             d = _forward_diff(u, i)
             if h is not None:
                 d = d / h[i]
-            total = total + _per_example_mean(fn(d))
+            total = total + per_example_mean(fn(d))
         return total / ndim
 
     total = 0.0
@@ -283,7 +281,7 @@ def diffusion(
         if h is not None:
             g = g / h[i]
         total = total + fn(g)
-    return _per_example_mean(total)
+    return per_example_mean(total)
 
 
 def gradient_l2(disp: jnp.ndarray, *, spacing: SpacingLike = None) -> jnp.ndarray:
@@ -354,7 +352,7 @@ def huber_smoothness(
             d = d / h[i]
         a = jnp.abs(d)
         rho = jnp.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
-        total = total + _per_example_mean(rho)
+        total = total + per_example_mean(rho)
     return total / ndim
 
 
@@ -395,7 +393,7 @@ def jacobian_folding(
     disp = _as_field(disp)
     _units(disp, spacing, False)  # validate only: the determinant is spacing-invariant
     jac = jacobian_determinant(disp)
-    return _per_example_mean(jax.nn.relu(eps - jac))
+    return per_example_mean(jax.nn.relu(eps - jac))
 
 
 def _degree(shape: tuple[int, ...]) -> np.ndarray:
@@ -463,10 +461,10 @@ def velocity_kl(
     ndim = mean.ndim - 2
     _check_min_size(mean, 2, "velocity_kl")
     deg = jnp.asarray(_degree(tuple(mean.shape[1:-1]))[None, ..., None], dtype=mean.dtype)
-    sigma_term = _per_example_mean(prior_lambda * deg * jnp.exp(log_var) - log_var)
+    sigma_term = per_example_mean(prior_lambda * deg * jnp.exp(log_var) - log_var)
     prec = 0.0
     for i in range(ndim):
         d = _forward_diff(mean, i)
-        prec = prec + _per_example_mean(d * d)
+        prec = prec + per_example_mean(d * d)
     prec = 0.5 * prec / ndim
     return 0.5 * ndim * (sigma_term + prior_lambda * prec)

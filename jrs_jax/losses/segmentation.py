@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from ._reduce import as_float, masked_mean, safe_div, voxel_mask
+
 __all__ = [
     "centroid_distance",
     "cross_entropy",
@@ -26,11 +28,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _float(x) -> jnp.ndarray:
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _target_onehot(target, pred: jnp.ndarray) -> jnp.ndarray:
@@ -47,39 +44,15 @@ def _target_onehot(target, pred: jnp.ndarray) -> jnp.ndarray:
     )
 
 
-def _mask(mask, like: jnp.ndarray) -> jnp.ndarray | None:
-    """``[B, *S]`` / ``[B, *S, 1]`` mask -> float ``[B, *S, 1]`` broadcastable against ``like``."""
-    if mask is None:
-        return None
-    mask = jnp.asarray(mask)
-    if mask.ndim == like.ndim - 1:
-        mask = mask[..., None]
-    if mask.ndim != like.ndim or mask.shape[:-1] != like.shape[:-1] or mask.shape[-1] != 1:
-        raise ValueError(
-            f"mask must have shape {tuple(like.shape[:-1])} or {(*like.shape[:-1], 1)}; got "
-            f"{tuple(mask.shape)}"
-        )
-    return mask.astype(like.dtype)
-
-
-def _safe_div(num: jnp.ndarray, den: jnp.ndarray) -> jnp.ndarray:
-    """``num / den`` where ``den > 0``, else 0, with finite gradients on both branches."""
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+def _voxel_mean(per_voxel: jnp.ndarray, mask, like: jnp.ndarray) -> jnp.ndarray:
+    """Per-example mean of ``[B, *S]`` values over an optional ``[B, *S(, 1)]`` mask."""
+    m = None if mask is None else voxel_mask(mask, like, per_channel=False)[..., 0]
+    return masked_mean(per_voxel, m)
 
 
 def _spatial_axes(x: jnp.ndarray) -> tuple[int, ...]:
     """Spatial axes of a channels-last ``[B, *S, K]`` array."""
     return tuple(range(1, x.ndim - 1))
-
-
-def _masked_voxel_mean(per_voxel: jnp.ndarray, mask: jnp.ndarray | None) -> jnp.ndarray:
-    """Per-example mean of ``[B, *S]`` values over the (weighted) mask; 0 for an empty mask."""
-    axes = tuple(range(1, per_voxel.ndim))
-    if mask is None:
-        return jnp.mean(per_voxel, axis=axes)
-    m = mask[..., 0]
-    return _safe_div(jnp.sum(per_voxel * m, axis=axes), jnp.sum(m, axis=axes))
 
 
 # ----------------------------------------------------------------------------- Dice
@@ -126,12 +99,12 @@ def dice_score(
     Reference:
       Milletari, Navab, Ahmadi, "V-Net", 3DV 2016; MONAI ``monai.losses.DiceLoss``.
     """
-    pred = _float(pred)
+    pred = as_float(pred)
     if pred.ndim < 3:
         raise ValueError(f"pred must have shape [B, *S, K]; got {tuple(pred.shape)}")
     t = _target_onehot(target, pred)
     p = pred
-    m = _mask(mask, pred)
+    m = None if mask is None else voxel_mask(mask, pred, per_channel=False)
     if m is not None:
         p, t = p * m, t * m
     if not include_background:
@@ -240,7 +213,7 @@ def cross_entropy(
       Long, Shelhamer, Darrell, "Fully convolutional networks for semantic segmentation",
       CVPR 2015.
     """
-    x = _float(logits_or_probs)
+    x = as_float(logits_or_probs)
     if x.ndim < 3:
         raise ValueError(f"logits_or_probs must have shape [B, *S, K]; got {tuple(x.shape)}")
     num_classes = x.shape[-1]
@@ -258,7 +231,7 @@ def cross_entropy(
             )
         t = t * w
     per_voxel = -jnp.sum(t * logp, axis=-1)
-    return _masked_voxel_mean(per_voxel, _mask(mask, x))
+    return _voxel_mean(per_voxel, mask, x)
 
 
 def dice_ce(
@@ -299,7 +272,7 @@ def dice_ce(
     Reference:
       Isensee et al., "nnU-Net", Nature Methods 2021; MONAI ``monai.losses.DiceCELoss``.
     """
-    logits = _float(logits)
+    logits = as_float(logits)
     probs = jax.nn.softmax(logits, axis=-1)
     dice = soft_dice(probs, target, include_background=include_background, eps=eps, mask=mask)
     ce = cross_entropy(logits, target, class_weights=class_weights, mask=mask)
@@ -346,7 +319,7 @@ def soft_kl(
       Kullback & Leibler, "On information and sufficiency", Ann. Math. Stat. 1951; Hinton,
       Vinyals, Dean, "Distilling the knowledge in a neural network", 2015.
     """
-    p = _float(p)
+    p = as_float(p)
     q = jnp.asarray(q).astype(p.dtype)
     if p.ndim < 3 or q.shape != p.shape:
         raise ValueError(
@@ -361,7 +334,7 @@ def soft_kl(
         logq = jnp.log(jnp.clip(q, eps, 1.0))
         probs = p
     per_voxel = jnp.sum(probs * (logp - logq), axis=-1)
-    return _masked_voxel_mean(per_voxel, _mask(mask, p))
+    return _voxel_mean(per_voxel, mask, p)
 
 
 # ----------------------------------------------------------------------------- centroids
@@ -457,7 +430,7 @@ def centroid_distance(
             shape = [1] * (ndim + 2)
             shape[i + 1] = n
             coord = jnp.arange(n, dtype=dtype).reshape(shape) * h[i]
-            cs.append(_safe_div(jnp.sum(w * coord, axis=axes), mass))
+            cs.append(safe_div(jnp.sum(w * coord, axis=axes), mass))
         return jnp.stack(cs, axis=-1), mass > 0  # [B, K, D], [B, K]
 
     ca, pa = centroids(wa)
@@ -466,4 +439,4 @@ def centroid_distance(
     sq = jnp.sum(jnp.square(ca - cb), axis=-1)
     dist = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
     pf = present.astype(dtype)
-    return _safe_div(jnp.sum(dist * pf, axis=-1), jnp.sum(pf, axis=-1))
+    return safe_div(jnp.sum(dist * pf, axis=-1), jnp.sum(pf, axis=-1))

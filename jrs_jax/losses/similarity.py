@@ -16,22 +16,15 @@ import numpy as np
 
 from jrs_jax.spatial.filters import box_filter, filter_1d
 
+from ..spatial._checks import check_choice
+from ._reduce import as_float, masked_mean, per_example_mean, voxel_mask
+
 __all__ = ["l1", "local_ncc", "mse", "mutual_information", "ncc", "ssim"]
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {tuple(choices)}")
-
-
-def _compute_dtype(*xs) -> jnp.dtype:
-    """At least float32: bf16/f16/int -> float32, float64 stays float64."""
-    return jnp.result_type(jnp.float32, *[x.dtype for x in xs])
 
 
 def _pair(a, b, *, spatial: bool = False):
@@ -48,38 +41,18 @@ def _pair(a, b, *, spatial: bool = False):
             )
     elif a.ndim < 2:
         raise ValueError(f"images must have shape [B, ...]; got shape {a.shape}")
-    dt = _compute_dtype(a, b)
+    dt = jnp.result_type(as_float(a), as_float(b))
     return a.astype(dt), b.astype(dt)
-
-
-def _per_example_mean(x: jnp.ndarray) -> jnp.ndarray:
-    return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
-
-
-def _masked_mean(err: jnp.ndarray, mask) -> jnp.ndarray:
-    """Per-example mean of ``err`` ``[B, *S, C]`` over voxels with weight ``mask``."""
-    if mask is None:
-        return _per_example_mean(err)
-    mask = jnp.asarray(mask)
-    if mask.shape == err.shape[:-1]:
-        mask = mask[..., None]
-    if mask.shape not in (err.shape, (*err.shape[:-1], 1)):
-        raise ValueError(
-            f"mask must have shape [B, *S] {err.shape[:-1]}, [B, *S, 1] or {err.shape}; got "
-            f"{mask.shape}"
-        )
-    mask = mask.astype(err.dtype)
-    mask = jnp.broadcast_to(mask, err.shape)
-    axes = tuple(range(1, err.ndim))
-    num = jnp.sum(err * mask, axis=axes)
-    den = jnp.sum(mask, axis=axes)
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
 # --------------------------------------------------------------------------------------------
 # MSE / L1
 # --------------------------------------------------------------------------------------------
+
+
+def _masked_mean(err: jnp.ndarray, mask) -> jnp.ndarray:
+    """Per-example mean of ``err [B, *S, C]`` over voxels weighted by ``mask``."""
+    return masked_mean(err, None if mask is None else voxel_mask(mask, err))
 
 
 def mse(a, b, *, mask=None) -> jnp.ndarray:
@@ -189,8 +162,8 @@ def _lncc_taps(window: int, kernel: str, sigma) -> np.ndarray:
 
 def _local_cc(a, b, *, window, kernel, sigma, squared, eps, convention) -> jnp.ndarray:
     """Per-voxel local (squared) correlation map: ``[B, *S, C]`` (``[B, *S, 1]`` for voxelmorph)."""
-    _check_choice("kernel", kernel, _LNCC_KERNELS)
-    _check_choice("convention", convention, _LNCC_CONVENTIONS)
+    check_choice("kernel", kernel, _LNCC_KERNELS)
+    check_choice("convention", convention, _LNCC_CONVENTIONS)
     if int(window) != window or window < 1:
         raise ValueError(f"window must be a positive int, got {window!r}")
     window = int(window)
@@ -301,7 +274,7 @@ def local_ncc(
         eps=eps,
         convention=convention,
     )
-    return -_per_example_mean(cc)
+    return -per_example_mean(cc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,7 +472,7 @@ def ssim(
     Reference: Wang, Bovik, Sheikh & Simoncelli, "Image quality assessment: from error visibility
     to structural similarity", IEEE TIP 13(4), 2004.
     """
-    _check_choice("kernel", kernel, _SSIM_KERNELS)
+    check_choice("kernel", kernel, _SSIM_KERNELS)
     if int(window) != window or window < 1:
         raise ValueError(f"window must be a positive int, got {window!r}")
     window = int(window)
@@ -533,4 +506,4 @@ def ssim(
     c2 = (k2 * data_range) ** 2
     num = (2.0 * mu_a * mu_b + c1) * (2.0 * s_ab + c2)
     den = (mu_a * mu_a + mu_b * mu_b + c1) * (s_a + s_b + c2)
-    return 1.0 - _per_example_mean(num / den)
+    return 1.0 - per_example_mean(num / den)
