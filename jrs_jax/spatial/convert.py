@@ -18,8 +18,9 @@ Three families of peers, and what changes for each:
    why their fields are ij even though ``grid_sample`` wants xy. So the conversion is a pure
    ``moveaxis``: no flip, no scaling. Caveat: older VoxelMorph-torch releases called
    ``grid_sample`` without ``align_corners`` (``False`` since torch 1.3) while normalising
-   with ``2 x / (n - 1) - 1``, i.e. they sampled half a voxel off towards the centre; models
-   trained with that code learnt fields that are not exactly in this convention.
+   with ``2 x / (n - 1) - 1``, i.e. they sampled at ``x n / (n - 1) - 1/2`` (stretched
+   outwards, by half a voxel at the borders); models trained with that code learnt fields
+   that are not exactly in this convention.
 
 2. **Normalised ``grid_sample`` coordinates** (:func:`to_grid_sample`,
    :func:`from_grid_sample`, :func:`to_normalized_displacement`,
