@@ -428,7 +428,9 @@ def save_ants_warp(path: str | os.PathLike, disp, affine, *, dtype=np.float32) -
     img.set_qform(affine, code=1)
     img.header.set_intent(NIFTI_INTENT_VECTOR)
     img.header.set_xyzt_units("mm")
-    nib.save(img, os.fspath(path))
+    from ..data.nifti import atomic_save  # IO helper; keeps spatial importable alone
+
+    atomic_save(img, os.fspath(path))
 
 
 def load_ants_warp(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,35 @@
+"""Data input/output and host-side preprocessing (numpy): NIfTI volumes.
+
+See :mod:`jrs_jax.data.nifti` for the conventions (RAS+ canonical orientation on load, its
+undoing on save, atomic writes) and :class:`DataError` for the error messages.
+"""
+
+from .errors import DataError
+from .nifti import (
+    CropPadInfo,
+    Volume,
+    atomic_save,
+    check_pair,
+    crop_or_pad,
+    load_image,
+    load_labels,
+    normalize_intensity,
+    resample_to_spacing,
+    save_image,
+    uncrop,
+)
+
+__all__ = [
+    "CropPadInfo",
+    "DataError",
+    "Volume",
+    "atomic_save",
+    "check_pair",
+    "crop_or_pad",
+    "load_image",
+    "load_labels",
+    "normalize_intensity",
+    "resample_to_spacing",
+    "save_image",
+    "uncrop",
+]
