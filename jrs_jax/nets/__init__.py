@@ -1,0 +1,71 @@
+"""Flax Linen networks for joint registration and segmentation (2-D and 3-D).
+
+Contract: every network is a stateless ``flax.linen`` module (no BatchNorm, no mutable
+collections); the rest of the library only uses ::
+
+    params = net.init(key, *inputs)
+    outputs = net.apply(params, *inputs)                 # + rngs={"sample": k} where noted
+
+Images are ``[B, *S, C]`` channels last with 2 or 3 spatial axes (the rank is read from the
+input); fields are ``[B, *S, D]`` in voxels along array axes (see :mod:`jrs_jax.spatial`).
+Hyper-parameters are keyword-only dataclass fields. ``dtype`` sets the compute dtype (e.g.
+``jnp.bfloat16``); parameters and the output heads stay float32. ``remat=True`` wraps each
+U-Net level in ``nn.remat`` (same outputs, less activation memory).
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jrs_jax.nets import RegistrationNet
+    >>> from jrs_jax.spatial import warp
+    >>> net = RegistrationNet(features=(8, 16, 16), output="velocity")
+    >>> moving = fixed = jnp.zeros((1, 16, 16, 1))
+    >>> params = net.init(jax.random.key(0), moving, fixed)
+    >>> out = jax.jit(net.apply)(params, moving, fixed)
+    >>> warp(moving, out["disp"]).shape
+    (1, 16, 16, 1)
+
+Networks: :class:`UNet`, :class:`RegistrationNet` (VoxelMorph, Balakrishnan et al. 2019),
+:class:`ProbabilisticRegistrationNet` (Dalca et al. 2019), :class:`AffineRegistrationNet`,
+:class:`SegmentationNet`, :class:`PatchDiscriminator` (PatchGAN, Isola et al. 2017).
+"""
+
+from .blocks import (
+    DOWNSAMPLE_MODES,
+    NORM_KINDS,
+    UPSAMPLE_MODES,
+    ConvBlock,
+    Down,
+    Up,
+    leaky_relu,
+    norm_layer,
+)
+from .discriminator import PatchDiscriminator
+from .registration import (
+    OUTPUT_KINDS,
+    AffineHead,
+    AffineRegistrationNet,
+    ProbabilisticRegistrationNet,
+    RegistrationNet,
+)
+from .segmentation import SegmentationNet
+from .unet import Encoder, UNet
+
+__all__ = [
+    "DOWNSAMPLE_MODES",
+    "NORM_KINDS",
+    "OUTPUT_KINDS",
+    "UPSAMPLE_MODES",
+    "AffineHead",
+    "AffineRegistrationNet",
+    "ConvBlock",
+    "Down",
+    "Encoder",
+    "PatchDiscriminator",
+    "ProbabilisticRegistrationNet",
+    "RegistrationNet",
+    "SegmentationNet",
+    "UNet",
+    "Up",
+    "leaky_relu",
+    "norm_layer",
+]

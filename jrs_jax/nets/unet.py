@@ -1,0 +1,156 @@
+"""Dimension-agnostic U-Net (VoxelMorph-style) returning full-resolution features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from .blocks import DOWNSAMPLE_MODES, UPSAMPLE_MODES, ConvBlock, Down, Up, spatial_rank
+
+__all__ = ["Encoder", "UNet", "check_divisible"]
+
+Dtype = Any
+
+
+def check_divisible(x: jnp.ndarray, levels: int, *, what: str = "UNet") -> None:
+    """Raise a ``ValueError`` unless all spatial sizes of ``x`` divide by ``2^(levels-1)``."""
+    multiple = 2 ** max(levels - 1, 0)
+    spatial = tuple(int(n) for n in x.shape[1:-1])
+    if any(n % multiple for n in spatial):
+        raise ValueError(
+            f"{what} with {levels} levels needs every spatial size divisible by {multiple}; "
+            f"got spatial shape {spatial} (input shape {tuple(x.shape)}). Pad or crop the "
+            f"input to a multiple of {multiple}."
+        )
+
+
+class Encoder(nn.Module, kw_only=True):
+    """U-Net encoder: level 0 at full resolution, then (Down -> ConvBlock) per level.
+
+    Shapes: ``[B, *S, C] ->`` a list of ``len(features)`` maps, level ``i`` being
+    ``[B, *S / 2^i, features[i]]``. ``S`` must be divisible by ``2^(len(features) - 1)``.
+
+    Example:
+      >>> import jax
+      >>> enc = Encoder(features=(4, 8))
+      >>> x = jnp.zeros((1, 16, 16, 2))
+      >>> [f.shape for f in enc.apply(enc.init(jax.random.key(0), x), x)]
+      [(1, 16, 16, 4), (1, 8, 8, 8)]
+    """
+
+    features: Sequence[int] = (16, 32, 32, 32)
+    convs_per_level: int = 1
+    norm: str = "none"
+    downsample: str = "conv"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> list[jnp.ndarray]:
+        spatial_rank(x)
+        if len(self.features) < 1:
+            raise ValueError("features must contain at least one entry")
+        if self.downsample not in DOWNSAMPLE_MODES:
+            raise ValueError(f"downsample={self.downsample!r} is not one of {DOWNSAMPLE_MODES}")
+        check_divisible(x, len(self.features), what=type(self).__name__)
+        block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
+        down_cls = nn.remat(Down) if self.remat else Down
+        common = dict(norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
+        outs = []
+        for i, f in enumerate(self.features):
+            if i > 0:
+                x = down_cls(features=f, mode=self.downsample, name=f"down{i}", **common)(x)
+            x = block_cls(features=f, num_convs=self.convs_per_level, name=f"enc{i}", **common)(x)
+            outs.append(x)
+        return outs
+
+
+class UNet(nn.Module, kw_only=True):
+    """U-Net for 2-D or 3-D images, returning the full-resolution feature map.
+
+    Encoder: ``features[0]`` convs at full resolution, then per level a downsampling
+    (strided conv ``3^D`` by default, or ``2^D`` max-pool) followed by ``convs_per_level``
+    conv ``3^D`` -> norm -> LeakyReLU(0.2). Decoder: per level upsample x2 (linear by
+    default, or transposed conv), concatenate the skip, conv block with
+    ``decoder_features[j]``. Entries of ``decoder_features`` beyond ``len(features) - 1``
+    add full-resolution conv blocks (VoxelMorph's "final convs"). Default decoder:
+    ``features[-2::-1]``.
+
+    Shapes: ``[B, *S, C] -> [B, *S, F_last]`` with ``F_last = decoder_features[-1]``
+    (``features[0]`` by default); ``S`` must be divisible by ``2^(len(features) - 1)``,
+    otherwise a ``ValueError`` names the shape and the multiple.
+
+    Example:
+      >>> import jax
+      >>> net = UNet(features=(8, 16, 16))
+      >>> x = jnp.zeros((2, 16, 16, 2))
+      >>> params = net.init(jax.random.key(0), x)
+      >>> net.apply(params, x).shape
+      (2, 16, 16, 8)
+
+    Reference: Ronneberger et al., "U-Net", MICCAI 2015; Balakrishnan et al.,
+    "VoxelMorph: A Learning Framework for Deformable Medical Image Registration", IEEE TMI
+    2019 (architecture with LeakyReLU(0.2), stride-2 encoder convs, upsample + skip decoder).
+    """
+
+    features: Sequence[int] = (16, 32, 32, 32)
+    decoder_features: Sequence[int] | None = None
+    convs_per_level: int = 1
+    norm: str = "none"
+    downsample: str = "conv"
+    upsample: str = "linear"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    def _decoder_features(self) -> tuple[int, ...]:
+        levels = len(self.features)
+        if self.decoder_features is None:
+            dec = tuple(self.features[-2::-1])
+        else:
+            dec = tuple(self.decoder_features)
+        if len(dec) < levels - 1:
+            raise ValueError(
+                f"decoder_features needs at least {levels - 1} entries for "
+                f"{levels} encoder levels; got {dec}"
+            )
+        return dec
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample={self.upsample!r} is not one of {UPSAMPLE_MODES}")
+        dec = self._decoder_features()
+        skips = Encoder(
+            features=tuple(self.features),
+            convs_per_level=self.convs_per_level,
+            norm=self.norm,
+            downsample=self.downsample,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            remat=self.remat,
+            name="encoder",
+        )(x)
+        block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
+        common = dict(norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
+        levels = len(self.features)
+        y = skips[-1]
+        for j in range(levels - 1):
+            skip = skips[levels - 2 - j]
+            y = Up(
+                features=dec[j],
+                mode=self.upsample,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"up{j}",
+            )(y, skip)
+            y = block_cls(
+                features=dec[j], num_convs=self.convs_per_level, name=f"dec{j}", **common
+            )(y)
+        for k, f in enumerate(dec[levels - 1 :]):
+            y = block_cls(features=f, num_convs=1, name=f"final{k}", **common)(y)
+        return y
