@@ -1,47 +1,15 @@
-"""Shared U-Net hyper-parameters for the task networks (internal)."""
+"""Shared input checks of the task networks (internal)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from .blocks import spatial_rank
-from .unet import UNet
 
 Dtype = Any
-
-
-class UNetConfig(nn.Module, kw_only=True):
-    """Base class carrying the :class:`~jrs_jax.nets.UNet` fields (see there)."""
-
-    features: Sequence[int] = (16, 32, 32, 32)
-    decoder_features: Sequence[int] | None = None
-    convs_per_level: int = 1
-    norm: str = "none"
-    downsample: str = "conv"
-    upsample: str = "linear"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    remat: bool = False
-
-    def make_unet(self, name: str = "unet") -> UNet:
-        return UNet(
-            features=tuple(self.features),
-            decoder_features=None
-            if self.decoder_features is None
-            else tuple(self.decoder_features),
-            convs_per_level=self.convs_per_level,
-            norm=self.norm,
-            downsample=self.downsample,
-            upsample=self.upsample,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            remat=self.remat,
-            name=name,
-        )
 
 
 def concat_inputs(*images: jnp.ndarray | None, names: Sequence[str]) -> tuple[jnp.ndarray, int]:

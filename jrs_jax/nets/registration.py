@@ -7,7 +7,6 @@ as ``warp(moving, out["disp"])`` (pull-back, see :mod:`jrs_jax.spatial`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -15,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from ..spatial import affine_to_displacement, integrate_velocity, resize_field
-from ._config import UNetConfig, concat_inputs
+from ._config import concat_inputs
 from .blocks import spatial_rank
-from .unet import Encoder
+from .unet import Encoder, EncoderConfig, UNetConfig
 
 __all__ = [
     "OUTPUT_KINDS",
@@ -203,7 +202,7 @@ class AffineHead(nn.Module, kw_only=True):
         return identity + delta.reshape(-1, ndim, ndim + 1)
 
 
-class AffineRegistrationNet(nn.Module, kw_only=True):
+class AffineRegistrationNet(EncoderConfig, kw_only=True):
     """Affine registration: U-Net encoder on ``concat(moving, fixed[, extra])`` -> AffineHead.
 
     Shapes: ``moving, fixed[, extra]`` ``[B, *S, C*]`` -> dict ``{"matrix": [B, D, D+1],
@@ -221,14 +220,6 @@ class AffineRegistrationNet(nn.Module, kw_only=True):
     de Vos et al., "A deep learning framework for unsupervised affine and deformable image
     registration", MedIA 2019.
     """
-
-    features: Sequence[int] = (16, 32, 32, 32)
-    convs_per_level: int = 1
-    norm: str = "none"
-    downsample: str = "conv"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    remat: bool = False
 
     @nn.compact
     def __call__(

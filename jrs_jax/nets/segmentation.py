@@ -5,8 +5,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ._config import UNetConfig
 from .blocks import spatial_rank
+from .unet import UNetConfig
 
 __all__ = ["SegmentationNet"]
 

@@ -27,7 +27,43 @@ def check_divisible(x: jnp.ndarray, levels: int, *, what: str = "UNet") -> None:
         )
 
 
-class Encoder(nn.Module, kw_only=True):
+class EncoderConfig(nn.Module, kw_only=True):
+    """Base class carrying the encoder fields shared by :class:`Encoder`, :class:`UNet` and the
+    task networks built on them (see :class:`UNet` for their meaning)."""
+
+    features: Sequence[int] = (16, 32, 32, 32)
+    convs_per_level: int = 1
+    norm: str = "none"
+    downsample: str = "conv"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+
+
+class UNetConfig(EncoderConfig, kw_only=True):
+    """:class:`EncoderConfig` plus the decoder fields; ``make_unet`` builds the :class:`UNet`."""
+
+    decoder_features: Sequence[int] | None = None
+    upsample: str = "linear"
+
+    def make_unet(self, name: str = "unet") -> UNet:
+        return UNet(
+            features=tuple(self.features),
+            decoder_features=None
+            if self.decoder_features is None
+            else tuple(self.decoder_features),
+            convs_per_level=self.convs_per_level,
+            norm=self.norm,
+            downsample=self.downsample,
+            upsample=self.upsample,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            remat=self.remat,
+            name=name,
+        )
+
+
+class Encoder(EncoderConfig, kw_only=True):
     """U-Net encoder: level 0 at full resolution, then (Down -> ConvBlock) per level.
 
     Shapes: ``[B, *S, C] ->`` a list of ``len(features)`` maps, level ``i`` being
@@ -40,14 +76,6 @@ class Encoder(nn.Module, kw_only=True):
       >>> [f.shape for f in enc.apply(enc.init(jax.random.key(0), x), x)]
       [(1, 16, 16, 4), (1, 8, 8, 8)]
     """
-
-    features: Sequence[int] = (16, 32, 32, 32)
-    convs_per_level: int = 1
-    norm: str = "none"
-    downsample: str = "conv"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> list[jnp.ndarray]:
@@ -69,7 +97,7 @@ class Encoder(nn.Module, kw_only=True):
         return outs
 
 
-class UNet(nn.Module, kw_only=True):
+class UNet(UNetConfig, kw_only=True):
     """U-Net for 2-D or 3-D images, returning the full-resolution feature map.
 
     Encoder: ``features[0]`` convs at full resolution, then per level a downsampling
@@ -96,16 +124,6 @@ class UNet(nn.Module, kw_only=True):
     "VoxelMorph: A Learning Framework for Deformable Medical Image Registration", IEEE TMI
     2019 (architecture with LeakyReLU(0.2), stride-2 encoder convs, upsample + skip decoder).
     """
-
-    features: Sequence[int] = (16, 32, 32, 32)
-    decoder_features: Sequence[int] | None = None
-    convs_per_level: int = 1
-    norm: str = "none"
-    downsample: str = "conv"
-    upsample: str = "linear"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    remat: bool = False
 
     def _decoder_features(self) -> tuple[int, ...]:
         levels = len(self.features)
