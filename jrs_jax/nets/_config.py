@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import jax.numpy as jnp
 
 from .blocks import spatial_rank
-
-Dtype = Any
 
 
 def concat_inputs(*images: jnp.ndarray | None, names: Sequence[str]) -> tuple[jnp.ndarray, int]:
