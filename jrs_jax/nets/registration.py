@@ -7,8 +7,6 @@ as ``warp(moving, out["disp"])`` (pull-back, see :mod:`jrs_jax.spatial`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -27,8 +25,6 @@ __all__ = [
 ]
 
 OUTPUT_KINDS = ("displacement", "velocity")
-
-Dtype = Any
 
 
 def _flow_conv(ndim: int, std: float, zero: bool, name: str, bias: float = 0.0) -> nn.Conv:
