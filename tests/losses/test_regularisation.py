@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from regseg_parity import check_parity, generator, load_reference
 
 from jrs_jax.losses.regularisation import (
     bending_energy,
@@ -23,9 +21,6 @@ from jrs_jax.losses.regularisation import (
     jacobian_folding,
     velocity_kl,
 )
-
-REF_DIR = pathlib.Path(__file__).parents[1] / "reference"
-REF = REF_DIR / "regseg_reference.npz"
 
 _JIT: dict = {}
 
@@ -324,13 +319,6 @@ def test_errors():
 # --------------------------------------------------------------------------------------------
 
 
-def load_reference():
-    data = np.load(REF)
-    inputs = {k: data[k] for k in data.files if not k.startswith(("ref_", "versions"))}
-    refs = dict(zip([str(n) for n in data["ref_names"]], data["ref_values"]))
-    return inputs, refs
-
-
 def _ours(name: str, inputs: dict) -> jnp.ndarray | None:
     """Our value for a reference entry of the regularisation family (None: not ours)."""
     parts = name.split("_")
@@ -351,49 +339,27 @@ def _ours(name: str, inputs: dict) -> jnp.ndarray | None:
     return None
 
 
-def _generator():
-    """The reference generator script as a module (one shared instance: its results are cached)."""
-    name = "_jrs_make_regseg_reference"
-    if name not in sys.modules:
-        path = REF_DIR / "make_regseg_reference.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules[name] = mod
-    return sys.modules[name]
-
-
-def _check_parity(inputs, refs, rtol):
-    checked = []
-    for name, want in refs.items():
-        got = _ours(name, inputs)
-        if got is not None:
-            np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-12, err_msg=name)
-            checked.append(name)
-    return checked
-
-
 def test_parity_with_committed_reference():
     inputs, refs = load_reference()
     with jax.enable_x64(True):
         x64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in inputs.items()}
-        checked = _check_parity(x64, refs, rtol=1e-10)
+        checked = check_parity(_ours, x64, refs, rtol=1e-10)
     assert len(checked) == 18  # bending 2x2x2, diffusion 2x2, grad 2x2, kl 2
     x32 = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
-    _check_parity(x32, refs, rtol=2e-5)
+    check_parity(_ours, x32, refs, rtol=2e-5)
 
 
 @pytest.mark.torch
 def test_parity_with_live_monai():
     pytest.importorskip("monai")
     pytest.importorskip("torch")
-    mod = _generator()
+    mod = generator()
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inputs, refs = mod.compute_references(seed=4321)
     with jax.enable_x64(True):
-        checked = _check_parity(inputs, refs, rtol=1e-10)
+        checked = check_parity(_ours, inputs, refs, rtol=1e-10)
     assert len(checked) == 18
     assert math.isfinite(sum(float(np.sum(refs[n])) for n in checked))
