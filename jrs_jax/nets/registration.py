@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from ..spatial import affine_to_displacement, integrate_velocity, resize_field
 from ._config import concat_inputs
 from .blocks import spatial_rank
-from .unet import Encoder, EncoderConfig, UNetConfig
+from .unet import EncoderConfig, UNetConfig
 
 __all__ = [
     "OUTPUT_KINDS",
@@ -222,15 +222,6 @@ class AffineRegistrationNet(EncoderConfig, kw_only=True):
         self, moving: jnp.ndarray, fixed: jnp.ndarray, extra: jnp.ndarray | None = None
     ) -> dict[str, jnp.ndarray]:
         x, _ = concat_inputs(moving, fixed, extra, names=("moving", "fixed", "extra"))
-        feats = Encoder(
-            features=tuple(self.features),
-            convs_per_level=self.convs_per_level,
-            norm=self.norm,
-            downsample=self.downsample,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            remat=self.remat,
-            name="encoder",
-        )(x)[-1]
+        feats = self.make_encoder()(x)[-1]
         matrix = AffineHead(name="head")(feats)
         return {"matrix": matrix, "disp": affine_to_displacement(matrix, x.shape[1:-1])}

@@ -39,6 +39,18 @@ class EncoderConfig(nn.Module, kw_only=True):
     param_dtype: Dtype = jnp.float32
     remat: bool = False
 
+    def make_encoder(self, name: str = "encoder") -> Encoder:
+        return Encoder(
+            features=tuple(self.features),
+            convs_per_level=self.convs_per_level,
+            norm=self.norm,
+            downsample=self.downsample,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            remat=self.remat,
+            name=name,
+        )
+
 
 class UNetConfig(EncoderConfig, kw_only=True):
     """:class:`EncoderConfig` plus the decoder fields; ``make_unet`` builds the :class:`UNet`."""
@@ -143,16 +155,7 @@ class UNet(UNetConfig, kw_only=True):
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r} is not one of {UPSAMPLE_MODES}")
         dec = self._decoder_features()
-        skips = Encoder(
-            features=tuple(self.features),
-            convs_per_level=self.convs_per_level,
-            norm=self.norm,
-            downsample=self.downsample,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            remat=self.remat,
-            name="encoder",
-        )(x)
+        skips = self.make_encoder()(x)
         block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
         common = dict(norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
         levels = len(self.features)
