@@ -4,11 +4,11 @@ Subpackages: :mod:`jrs_jax.spatial` (geometry: warp, compose, integrate, Jacobia
 converters), :mod:`jrs_jax.losses` (similarity, regularisation, segmentation, adversarial,
 consistency; functional composition), :mod:`jrs_jax.metrics` (Learn2Reg-style evaluation),
 :mod:`jrs_jax.nets` (stateless Flax networks), :mod:`jrs_jax.train` (one optimiser state per
-network), :mod:`jrs_jax.data` (NIfTI IO and preprocessing).
+network), :mod:`jrs_jax.data` (NIfTI IO and preprocessing), :mod:`jrs_jax.viz` (figures).
 """
 
-from . import data, losses, metrics, nets, spatial, train
+from . import data, losses, metrics, nets, spatial, train, viz
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__", "data", "losses", "metrics", "nets", "spatial", "train"]
+__all__ = ["__version__", "data", "losses", "metrics", "nets", "spatial", "train", "viz"]
