@@ -1,4 +1,5 @@
-"""Data input/output and host-side preprocessing (numpy): NIfTI volumes.
+"""Data input/output and host-side preprocessing (numpy): NIfTI volumes and the built-in
+synthetic anatomy (:mod:`jrs_jax.data.synthetic`).
 
 See :mod:`jrs_jax.data.nifti` for the conventions (RAS+ canonical orientation on load, its
 undoing on save, atomic writes) and :class:`DataError` for the error messages.
@@ -18,6 +19,7 @@ from .nifti import (
     save_image,
     uncrop,
 )
+from .synthetic import make_subjects, make_template, write_learn2reg_dataset
 
 __all__ = [
     "CropPadInfo",
@@ -28,8 +30,11 @@ __all__ = [
     "crop_or_pad",
     "load_image",
     "load_labels",
+    "make_subjects",
+    "make_template",
     "normalize_intensity",
     "resample_to_spacing",
     "save_image",
     "uncrop",
+    "write_learn2reg_dataset",
 ]

@@ -1,0 +1,491 @@
+"""Built-in synthetic anatomy: a template, a population of deformed subjects, Learn2Reg files.
+
+A toy "anatomy" shared by the population (:func:`make_template`), subjects drawn from it by
+random diffeomorphisms with known ground-truth displacements (:func:`make_subjects`), and a
+writer for the Learn2Reg folder layout (:func:`write_learn2reg_dataset`), for tests, tutorials
+and sanity checks of registration / segmentation models without downloading data.
+
+Conventions (those of :mod:`jrs_jax.spatial`)
+-------------------------------------------
+- Label maps are integer ``[*S]`` (template) / ``[N, *S]`` (subjects), background 0;
+  images ``[N, *S, 1]`` float32; displacements ``[N, *S, D]`` in voxels along array axes.
+- Direction of the ground truth. Subject ``i`` has a stationary velocity ``v_i`` and
+  ``disp[i] = u_i = integrate_velocity(v_i)``, ``disp_inv[i] = integrate_velocity(-v_i)``.
+  Warps pull back (``warp(I, u)(x) = I(x + u(x))``), and the subject *is* the template
+  pulled back by ``u_i``::
+
+      labels[i] = warp_labels(template, u_i, mode="nearest")      # exactly
+      template ~ warp_labels(labels[i], disp_inv[i], mode="nearest")   # subject -> template
+      template image space ~ warp(images[i], disp_inv[i])
+
+  i.e. ``disp_inv[i]`` is the displacement a registration network predicts for the pair
+  (fixed = template, moving = subject ``i``), and ``disp[i]`` the one for (fixed = subject
+  ``i``, moving = template). For a subject pair (fixed ``f``, moving ``m``) the ground truth
+  with ``warp(moving, u) ~ fixed`` is ``u = compose(disp[f], disp_inv[m])``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+from ..spatial.fields import integrate_velocity
+from ..spatial.filters import gaussian_filter
+from ..spatial.random import random_velocity
+from ..spatial.warp import warp_labels
+from .nifti import save_image
+
+__all__ = ["make_subjects", "make_template", "write_learn2reg_dataset"]
+
+LABEL_NAMES = ("background", "body", "organ", "structure_a", "structure_b")
+
+
+def _label_names(num_classes: int) -> dict[str, str]:
+    return {
+        str(k): LABEL_NAMES[k] if k < len(LABEL_NAMES) else f"structure_{k - 2}"
+        for k in range(num_classes)
+    }
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (2, 3) or min(shape) < 8:
+        raise ValueError(f"shape must be 2-D or 3-D with every axis >= 8; got {shape}")
+    return shape
+
+
+# --------------------------------------------------------------------------------------------
+# Template
+# --------------------------------------------------------------------------------------------
+
+
+def _ellipse(c: jnp.ndarray, center, radii) -> jnp.ndarray:
+    """Level set ``1 - |(c - center) / radii|^2`` (> 0 inside); ``c`` is ``[*S, D]``."""
+    return 1.0 - jnp.sum(((c - center) / radii) ** 2, axis=-1)
+
+
+@partial(jax.jit, static_argnames=("shape", "num_slabs"))
+def _template_fields(key: jax.Array, shape: tuple[int, ...], num_slabs: int):
+    """Smoothed indicators of body, organ and the adjacent structures (``[*S]`` each) and the
+    slab index ``[*S]`` of the structures' region."""
+    ndim = len(shape)
+    k_warp, k_c, k_r = jax.random.split(key, 3)
+    half = jnp.asarray([(n - 1) / 2.0 for n in shape], jnp.float32)
+    grid = jnp.stack(
+        jnp.meshgrid(*[jnp.arange(n, dtype=jnp.float32) for n in shape], indexing="ij"), -1
+    )
+    # low-frequency random perturbation of the coordinates (normalised units ~0.06).
+    spacing = max(4, min(shape) // 3)
+    pert = random_velocity(
+        k_warp, shape, amplitude=0.06 * min(shape) / 2.0, control_spacing=spacing
+    )
+    c = (grid + pert[0]) / half - 1.0  # [*S, D] in about [-1, 1]
+
+    def jit(k, base, scale):
+        base = jnp.asarray(base[:ndim], jnp.float32)
+        return base + scale * jax.random.uniform(k, (ndim,), minval=-1.0, maxval=1.0)
+
+    kc = jax.random.split(k_c, 3)
+    kr = jax.random.split(k_r, 3)
+    body = _ellipse(c, jit(kc[0], (0.0, 0.0, 0.0), 0.04), jit(kr[0], (0.8, 0.7, 0.75), 0.05))
+    organ = _ellipse(c, jit(kc[1], (-0.3, -0.25, 0.0), 0.04), jit(kr[1], (0.3, 0.32, 0.3), 0.03))
+    s_center = jit(kc[2], (0.3, 0.15, 0.0), 0.04)
+    s_radii = jit(kr[2], (0.3, 0.42, 0.32), 0.03)
+    struct = _ellipse(c, s_center, s_radii)
+    # slabs along axis 1 of the structures' ellipse: adjacent labels 3, 4, ...
+    t = (c[..., 1] - s_center[1]) / s_radii[1]  # in [-1, 1] inside
+    slab = jnp.clip(jnp.floor((t + 1.0) / 2.0 * num_slabs), 0, num_slabs - 1).astype(jnp.int32)
+
+    sigma = max(0.5, min(shape) / 40.0)
+    ind = jnp.stack([body > 0, organ > 0, struct > 0], -1).astype(jnp.float32)
+    smooth = gaussian_filter(ind[None], sigma, padding="edge")[0]
+    return smooth[..., 0], smooth[..., 1], smooth[..., 2], slab
+
+
+def make_template(key: jax.Array, shape: Sequence[int], *, num_labels: int = 4) -> np.ndarray:
+    """One plausible "anatomy" shared by a synthetic population.
+
+    Structures (all boundaries smooth: Gaussian-smoothed indicators of randomly jittered
+    ellipses/ellipsoids, thresholded at 0.5, on coordinates perturbed by a low-frequency
+    :func:`~jrs_jax.spatial.random_velocity`):
+
+    - 0: background;
+    - 1: the body, a large ellipse(-oid);
+    - 2: an organ nested in the body (guaranteed: every voxel of label 2 is at least one
+      voxel, in the full 3^D neighbourhood, away from the background);
+    - 3, 4, ..., ``num_labels``: adjacent slabs of a second inner ellipse, each touching the
+      next (3 and 4 share a boundary), also strictly inside the body.
+
+    Args:
+      key: PRNG key; the result is a deterministic function of ``key`` and ``shape``.
+      shape: spatial shape ``S`` (2 or 3 axes, each >= 8; 32^2 / 16^3 and up work).
+      num_labels: number of foreground labels (``>= 1``); the map has ``num_labels + 1``
+        classes ``0..num_labels``.
+
+    Returns:
+      ``int32`` numpy ``[*S]``; every label ``0..num_labels`` is present.
+
+    Raises:
+      ValueError: bad shape / ``num_labels``, or a label vanished (shape too small for
+        that many structures).
+
+    Example:
+      >>> t = make_template(jax.random.PRNGKey(0), (32, 32))
+      >>> t.shape, sorted(np.unique(t).tolist())
+      ((32, 32), [0, 1, 2, 3, 4])
+    """
+    shape = _check_shape(shape)
+    num_labels = int(num_labels)
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1; got {num_labels}")
+    num_slabs = max(1, num_labels - 2)
+    body, organ, struct, slab = (np.asarray(a) for a in _template_fields(key, shape, num_slabs))
+    lab = np.zeros(shape, np.int32)
+    lab[body > 0.5] = 1
+    if num_labels >= 3:
+        lab[struct > 0.5] = 3 + slab[struct > 0.5]
+    if num_labels >= 2:
+        lab[organ > 0.5] = 2
+    # strict nesting: inner structures stay one voxel (full neighbourhood) inside the body.
+    inner = ndimage.binary_erosion(lab > 0, structure=np.ones((3,) * len(shape), bool))
+    lab[(lab > 1) & ~inner] = 1
+    missing = sorted(set(range(num_labels + 1)) - set(np.unique(lab).tolist()))
+    if missing:
+        raise ValueError(
+            f"labels {missing} vanished for shape {shape} and num_labels={num_labels}; "
+            "use a larger shape or fewer labels"
+        )
+    return lab
+
+
+# --------------------------------------------------------------------------------------------
+# Subjects
+# --------------------------------------------------------------------------------------------
+
+
+def _base_means(num_classes: int) -> np.ndarray:
+    """Mean intensity per label: well separated, adjacent structures contrasted."""
+    fixed = [0.05, 0.35, 0.8, 0.6, 0.95]
+    means = [
+        fixed[k] if k < len(fixed) else 0.3 + 0.65 * ((k * 0.618034) % 1.0)
+        for k in range(num_classes)
+    ]
+    return np.asarray(means, np.float32)
+
+
+@partial(
+    jax.jit,
+    static_argnames=(
+        "num_subjects",
+        "num_classes",
+        "control_spacing",
+        "bias_spacing",
+        "blur_sigma",
+        "steps",
+    ),
+)
+def _subjects_impl(
+    key,
+    template,
+    amplitude,
+    intensity_jitter,
+    bias,
+    noise,
+    *,
+    num_subjects,
+    num_classes,
+    control_spacing,
+    bias_spacing,
+    blur_sigma,
+    steps,
+):
+    shape = template.shape
+    n = num_subjects
+    k_vel, k_mean, k_bias, k_noise = jax.random.split(key, 4)
+    v = random_velocity(
+        k_vel, shape, batch_size=n, amplitude=amplitude, control_spacing=control_spacing
+    )
+    u = integrate_velocity(v, steps=steps)
+    u_inv = integrate_velocity(-v, steps=steps)
+    tmpl = jnp.broadcast_to(template[None], (n, *shape))
+    labels = warp_labels(tmpl, u, num_classes=num_classes, mode="nearest")
+
+    means = jnp.asarray(_base_means(num_classes))[None] + intensity_jitter * jax.random.normal(
+        k_mean, (n, num_classes), jnp.float32
+    )
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [N, *S, K]
+    img = jnp.sum(onehot * means.reshape(n, *([1] * len(shape)), num_classes), -1)[..., None]
+    if blur_sigma > 0:  # partial-volume effect
+        img = gaussian_filter(img, blur_sigma, padding="edge")
+    log_bias = random_velocity(
+        k_bias, shape, batch_size=n, amplitude=bias, control_spacing=bias_spacing
+    )[..., :1]
+    img = img * jnp.exp(log_bias)
+    img = img + noise * jax.random.normal(k_noise, img.shape, jnp.float32)
+    return img.astype(jnp.float32), labels.astype(jnp.int32), u, u_inv
+
+
+def make_subjects(
+    key: jax.Array,
+    template,
+    *,
+    num_subjects: int,
+    amplitude: float = 2.0,
+    control_spacing: int = 8,
+    intensity_jitter: float = 0.03,
+    bias: float = 0.1,
+    bias_spacing: int | None = None,
+    noise: float = 0.02,
+    blur_sigma: float = 0.7,
+    steps: int = 7,
+) -> dict[str, np.ndarray]:
+    """Draw subjects from ``template`` by random diffeomorphisms and render their images.
+
+    Subject ``i``: velocity ``v_i = random_velocity(..., amplitude, control_spacing)``,
+    ``u_i = integrate_velocity(v_i)`` and ``labels_i = warp_labels(template, u_i,
+    mode="nearest")`` (pull-back, border padding). The image is rendered from ``labels_i``:
+    per-label mean intensity (fixed base means, jittered per subject by ``N(0,
+    intensity_jitter^2)``), Gaussian blur of ``blur_sigma`` voxels (partial volume),
+    multiplicative bias ``exp(b)`` with ``b`` a smooth field of standard deviation ``bias``
+    (control points every ``bias_spacing`` voxels, default ``max(S) // 2``), plus Gaussian
+    noise of standard deviation ``noise``. Values lie roughly in ``[0, 1]`` (not clipped).
+
+    Direction: ``disp[i]`` pulls the template onto subject ``i``; ``disp_inv[i]`` pulls
+    subject ``i`` back to the template (``warp(images[i], disp_inv[i])`` is in template space);
+    see the module docstring. The heavy part runs in one jitted call.
+
+    Args:
+      key: PRNG key (results are a deterministic function of the key and the arguments).
+      template: integer label map ``[*S]`` (e.g. from :func:`make_template`).
+      num_subjects: ``N``.
+      amplitude: control-point standard deviation of the velocities, in voxels.
+      control_spacing: voxels between velocity control points (larger = smoother).
+      intensity_jitter: per-subject standard deviation of the label means.
+      bias: standard deviation of the log bias field.
+      bias_spacing: control-point spacing of the bias field (default ``max(S) // 2``).
+      noise: standard deviation of the additive Gaussian noise.
+      blur_sigma: partial-volume blur in voxels (0 = none).
+      steps: scaling-and-squaring steps.
+
+    Returns:
+      numpy dict: ``images`` float32 ``[N, *S, 1]``, ``labels`` int32 ``[N, *S]``, ``disp``
+      float32 ``[N, *S, D]`` (``u_i``), ``disp_inv`` float32 ``[N, *S, D]`` (``exp(-v_i)``).
+
+    Example:
+      >>> t = make_template(jax.random.PRNGKey(0), (32, 32))
+      >>> s = make_subjects(jax.random.PRNGKey(1), t, num_subjects=2)
+      >>> s["images"].shape, s["labels"].shape, s["disp"].shape
+      ((2, 32, 32, 1), (2, 32, 32), (2, 32, 32, 2))
+    """
+    template = np.asarray(template)
+    if template.ndim not in (2, 3) or template.dtype.kind not in "iu":
+        raise ValueError(
+            f"template must be an integer [*S] label map with 2 or 3 axes; got "
+            f"{template.dtype} {template.shape}"
+        )
+    if int(num_subjects) < 1:
+        raise ValueError(f"num_subjects must be >= 1; got {num_subjects}")
+    shape = template.shape
+    img, lab, u, u_inv = _subjects_impl(
+        key,
+        jnp.asarray(template, jnp.int32),
+        jnp.float32(amplitude),
+        jnp.float32(intensity_jitter),
+        jnp.float32(bias),
+        jnp.float32(noise),
+        num_subjects=int(num_subjects),
+        num_classes=int(template.max()) + 1,
+        control_spacing=int(control_spacing),
+        bias_spacing=int(bias_spacing) if bias_spacing is not None else max(4, max(shape) // 2),
+        blur_sigma=float(blur_sigma),
+        steps=int(steps),
+    )
+    return {
+        "images": np.asarray(img, np.float32),
+        "labels": np.asarray(lab, np.int32),
+        "disp": np.asarray(u, np.float32),
+        "disp_inv": np.asarray(u_inv, np.float32),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Learn2Reg folder
+# --------------------------------------------------------------------------------------------
+
+
+def _as_key(key) -> tuple[jax.Array, object]:
+    """(PRNG key, JSON-serialisable description of it)."""
+    if isinstance(key, (int, np.integer)):
+        return jax.random.PRNGKey(int(key)), int(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key, np.asarray(jax.random.key_data(key)).tolist()
+    return jnp.asarray(key), np.asarray(key).tolist()
+
+
+def _to_file(arr: np.ndarray, ndim: int) -> np.ndarray:
+    """``[*S(, C)]`` -> 3-D file layout: 2-D ``[H, W(, C)]`` becomes ``[H, W, 1(, C)]``."""
+    if ndim == 2:
+        return arr.reshape(*arr.shape[:2], 1, *arr.shape[2:])
+    return arr
+
+
+def write_learn2reg_dataset(
+    root: str | os.PathLike,
+    *,
+    key,
+    shape: Sequence[int] = (128, 128),
+    num_subjects: int = 20,
+    num_labelled: int | None = None,
+    num_heldout: int | None = None,
+    num_val_pairs: int | None = None,
+    num_labels: int = 4,
+    spacing: float | Sequence[float] = 1.0,
+    name: str = "jrs_jax_synthetic",
+    **subject_kwargs,
+) -> str:
+    """Generate a synthetic population and write it in the Learn2Reg layout.
+
+    Layout under ``root`` (``XXXX`` = subject index, zero-padded, from 0)::
+
+        dataset.json
+        imagesTr/sub_XXXX_0000.nii.gz      float32 image, every subject
+        labelsTr/sub_XXXX_0000.nii.gz      int32 labels, every subject (listed in
+                                           ``training`` only for the labelled ones)
+        fieldsTr/sub_XXXX_disp.nii.gz      ground truth ``disp[i]``  ([*S3, D] 4-D file)
+        fieldsTr/sub_XXXX_disp_inv.nii.gz  ground truth ``disp_inv[i]``
+        template/template_0000.nii.gz      the template label map
+
+    Subjects ``0 .. N - H - 1`` are the training subjects (``training`` lists them; the first
+    ``num_labelled`` have a ``label`` entry, the others only ``image``), the last ``H =
+    num_heldout`` are held out: they are not in ``training``, and ``registration_val`` pairs
+    ``{"fixed", "moving"}`` are drawn among them (distinct ordered pairs, shuffled with the
+    key). Paths in the JSON are relative to the JSON file (``"./imagesTr/..."``). Field
+    files hold voxel displacements along array axes (jrs_jax convention, *not* ITK's); see the
+    module docstring for their direction (``disp`` pulls the template onto the subject).
+
+    2-D data: the files are 3-D NIfTI volumes with a singleton third axis (images / labels
+    ``[H, W, 1]``, fields ``[H, W, 1, 2]``), ``tensorImageSize`` is ``"3D"`` and the
+    ``jrs_jax`` block records ``"ndim": 2``: drop the third axis after loading.
+
+    Affine: diagonal ``spacing`` (scalar or per axis; the singleton axis of 2-D data gets
+    ``1.0`` unless three values are given), origin 0. All files go through
+    :func:`~jrs_jax.data.save_image` (atomic writes). The same key gives identical arrays.
+
+    Args:
+      root: output folder (created).
+      key: PRNG key or integer seed.
+      shape: spatial shape ``S`` (2-D or 3-D).
+      num_subjects: ``N``.
+      num_labelled: training subjects listed with labels (default: all of them).
+      num_heldout: held-out subjects ``H`` (default ``max(2, N // 5)``).
+      num_val_pairs: registration pairs (default ``H``, at most ``H (H - 1)``).
+      num_labels: foreground labels of the template.
+      spacing: voxel size in mm.
+      name: dataset name.
+      **subject_kwargs: forwarded to :func:`make_subjects` (``amplitude``, ``noise``, ...).
+
+    Returns:
+      The path of ``dataset.json``.
+
+    Example:
+      >>> p = write_learn2reg_dataset("/tmp/syn", key=0, shape=(32, 32), num_subjects=6)
+      >>> json.load(open(p))["numTraining"]
+      4
+    """
+    shape = _check_shape(shape)
+    ndim = len(shape)
+    n = int(num_subjects)
+    h = max(2, n // 5) if num_heldout is None else int(num_heldout)
+    if h < 2 or h >= n:
+        raise ValueError(f"need 2 <= num_heldout < num_subjects; got {h} of {n}")
+    n_train = n - h
+    n_lab = n_train if num_labelled is None else int(num_labelled)
+    if not 0 <= n_lab <= n_train:
+        raise ValueError(f"num_labelled must be in [0, {n_train}]; got {n_lab}")
+    n_pairs = h if num_val_pairs is None else int(num_val_pairs)
+    if not 0 <= n_pairs <= h * (h - 1):
+        raise ValueError(f"num_val_pairs must be in [0, {h * (h - 1)}]; got {n_pairs}")
+    sp = [float(spacing)] * ndim if np.isscalar(spacing) else [float(s) for s in spacing]
+    if len(sp) not in (ndim, 3) or min(sp) <= 0:
+        raise ValueError(f"spacing must be positive, one value or one per axis; got {spacing}")
+    sp3 = [*sp, 1.0] if len(sp) == 2 else sp[:3]
+    affine = np.diag([*sp3, 1.0])
+
+    key, seed = _as_key(key)
+    k_template, k_subjects, k_pairs = jax.random.split(key, 3)
+    template = make_template(k_template, shape, num_labels=num_labels)
+    subjects = make_subjects(k_subjects, template, num_subjects=n, **subject_kwargs)
+
+    root = os.fspath(root)
+    os.makedirs(root, exist_ok=True)
+    image_rel = lambda i: f"./imagesTr/sub_{i:04d}_0000.nii.gz"
+    label_rel = lambda i: f"./labelsTr/sub_{i:04d}_0000.nii.gz"
+    disp_rel = lambda i: f"./fieldsTr/sub_{i:04d}_disp.nii.gz"
+    inv_rel = lambda i: f"./fieldsTr/sub_{i:04d}_disp_inv.nii.gz"
+    path = lambda rel: os.path.join(root, rel[2:])
+    for i in range(n):
+        save_image(path(image_rel(i)), _to_file(subjects["images"][i, ..., 0], ndim), affine=affine)
+        save_image(path(label_rel(i)), _to_file(subjects["labels"][i], ndim), affine=affine)
+        save_image(path(disp_rel(i)), _to_file(subjects["disp"][i], ndim), affine=affine)
+        save_image(path(inv_rel(i)), _to_file(subjects["disp_inv"][i], ndim), affine=affine)
+    template_rel = "./template/template_0000.nii.gz"
+    save_image(path(template_rel), _to_file(template.astype(np.int32), ndim), affine=affine)
+
+    heldout = list(range(n_train, n))
+    all_pairs = [(f, m) for f in heldout for m in heldout if f != m]
+    order = np.asarray(jax.random.permutation(k_pairs, len(all_pairs)))
+    pairs = [all_pairs[j] for j in order[:n_pairs]]
+
+    training = [
+        {"image": image_rel(i), "label": label_rel(i)} if i < n_lab else {"image": image_rel(i)}
+        for i in range(n_train)
+    ]
+    settings = {k: (v if np.isscalar(v) else list(v)) for k, v in subject_kwargs.items()}
+    meta = {
+        "name": name,
+        "description": "jrs_jax synthetic anatomy (jrs_jax.data.synthetic)",
+        "tensorImageSize": "3D",
+        "modality": {"0": "synthetic"},
+        "labels": _label_names(int(template.max()) + 1),
+        "numTraining": n_train,
+        "numTest": 0,
+        "training": training,
+        "test": [],
+        "registration_val": [{"fixed": image_rel(f), "moving": image_rel(m)} for f, m in pairs],
+        "jrs_jax": {
+            "generator": "jrs_jax.data.synthetic",
+            "seed": seed,
+            "ndim": ndim,
+            "shape": list(shape),
+            "spacing": sp,
+            "num_subjects": n,
+            "num_labelled": n_lab,
+            "num_heldout": h,
+            "num_labels": int(num_labels),
+            "heldout": [image_rel(i) for i in heldout],
+            "template": template_rel,
+            "subject_settings": settings,
+            "disp_convention": (
+                "voxels along array axes; labels_i = warp_labels(template, disp_i, "
+                "mode='nearest'); warp(image_i, disp_inv_i) is in template space"
+            ),
+            "fields": [
+                {"image": image_rel(i), "disp": disp_rel(i), "disp_inv": inv_rel(i)}
+                for i in range(n)
+            ],
+        },
+    }
+    json_path = os.path.join(root, "dataset.json")
+    tmp = json_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, json_path)
+    return json_path
