@@ -77,6 +77,25 @@ def _ratio(tj, tt):
     return f"{tj / tt:.2f}x" if tj and tt else "—"
 
 
+def _row(op, size, t_jax, t_peer, *, peer="MONAI", mem_jax=None, mem_peer=None, monai=None):
+    """One table row; raw seconds kept under ``_t_*`` for the JSON output."""
+    row = {
+        "op": op,
+        "size": size,
+        "jax": fmt_time(t_jax),
+        peer: fmt_time(t_peer),
+        "jax/torch": _ratio(t_jax, t_peer),
+        "jax XLA temp": fmt_bytes(mem_jax),
+        "_t_jax": t_jax,
+        "_t_torch": t_peer,
+    }
+    if monai is not None:
+        row["MONAI"] = fmt_time(monai)
+    if mem_peer is not None:
+        row["torch peak RSS"] = fmt_bytes(mem_peer)
+    return row
+
+
 def bench_warp(rows, batch, shape, channels, repeats):
     image, disp = _inputs(batch, shape, channels)
     label = f"{batch}x{'x'.join(map(str, shape))}, C={channels}"
@@ -126,17 +145,15 @@ def bench_warp(rows, batch, shape, channels, repeats):
             t_monai = {"warp forward": median_time(m_fwd, repeats=repeats)}
     for k in cases:
         rows.append(
-            {
-                "op": k,
-                "size": label,
-                "jax": fmt_time(t_jax[k]),
-                "torch grid_sample": fmt_time(t_torch.get(k)),
-                "MONAI": fmt_time(t_monai.get(k)),
-                "jax/torch": _ratio(t_jax[k], t_torch.get(k)),
-                "jax XLA temp": fmt_bytes(mem[k]),
-                "_t_jax": t_jax[k],
-                "_t_torch": t_torch.get(k),
-            }
+            _row(
+                k,
+                label,
+                t_jax[k],
+                t_torch.get(k),
+                peer="torch grid_sample",
+                mem_jax=mem[k],
+                monai=t_monai.get(k),
+            )
         )
 
 
@@ -197,19 +214,7 @@ def bench_integrate(rows, batch, shape, repeats, steps=7):
 
             tt = median_time(t_run, repeats=repeats)
             mt = _torch_integration_peak(batch, shape, steps, grad_mode)
-        rows.append(
-            {
-                "op": name,
-                "size": label,
-                "jax": fmt_time(tj),
-                "MONAI": fmt_time(tt),
-                "jax/torch": _ratio(tj, tt),
-                "jax XLA temp": fmt_bytes(mj),
-                "torch peak RSS": fmt_bytes(mt),
-                "_t_jax": tj,
-                "_t_torch": tt,
-            }
-        )
+        rows.append(_row(name, label, tj, tt, mem_jax=mj, mem_peer=mt))
 
 
 def bench_losses(rows, batch, shape, repeats, which):
@@ -245,18 +250,7 @@ def bench_losses(rows, batch, shape, repeats, which):
                 loss_m(x).backward()
 
         tt = median_time(t_run, repeats=repeats)
-    rows.append(
-        {
-            "op": name,
-            "size": label,
-            "jax": fmt_time(tj),
-            "MONAI": fmt_time(tt),
-            "jax/torch": _ratio(tj, tt),
-            "jax XLA temp": fmt_bytes(mj),
-            "_t_jax": tj,
-            "_t_torch": tt,
-        }
-    )
+    rows.append(_row(name, label, tj, tt, mem_jax=mj))
 
 
 def main(argv=None):

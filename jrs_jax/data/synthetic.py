@@ -352,14 +352,14 @@ def write_learn2reg_dataset(
 ) -> str:
     """Generate a synthetic population and write it in the Learn2Reg layout.
 
-    Layout under ``root`` (``XXXX`` = subject index, zero-padded, from 0)::
+    Layout under ``root`` (``NNNN`` = subject index, zero-padded, from 0)::
 
         dataset.json
-        imagesTr/sub_XXXX_0000.nii.gz      float32 image, every subject
-        labelsTr/sub_XXXX_0000.nii.gz      int32 labels, every subject (listed in
+        imagesTr/sub_NNNN_0000.nii.gz      float32 image, every subject
+        labelsTr/sub_NNNN_0000.nii.gz      int32 labels, every subject (listed in
                                            ``training`` only for the labelled ones)
-        fieldsTr/sub_XXXX_disp.nii.gz      ground truth ``disp[i]``  ([*S3, D] 4-D file)
-        fieldsTr/sub_XXXX_disp_inv.nii.gz  ground truth ``disp_inv[i]``
+        fieldsTr/sub_NNNN_disp.nii.gz      ground truth ``disp[i]``  ([*S3, D] 4-D file)
+        fieldsTr/sub_NNNN_disp_inv.nii.gz  ground truth ``disp_inv[i]``
         template/template_0000.nii.gz      the template label map
 
     Subjects ``0 .. N - H - 1`` are the training subjects (``training`` lists them; the first
