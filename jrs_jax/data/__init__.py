@@ -14,6 +14,7 @@ from .datasets import (
     deepatlas_pairs,
     load_folder,
     load_learn2reg,
+    load_subject,
     sample_pairs,
 )
 from .errors import DataError
@@ -49,6 +50,7 @@ __all__ = [
     "load_image",
     "load_labels",
     "load_learn2reg",
+    "load_subject",
     "make_subjects",
     "make_template",
     "normalize_intensity",

@@ -39,6 +39,7 @@ __all__ = [
     "deepatlas_pairs",
     "load_folder",
     "load_learn2reg",
+    "load_subject",
     "sample_pairs",
 ]
 
@@ -224,6 +225,23 @@ def _load_subject(
         image_path=image_path,
         label_path=label_path,
         held_out=held_out,
+    )
+
+
+def load_subject(
+    image_path: str | os.PathLike,
+    label_path: str | os.PathLike | None = None,
+    *,
+    ndim: int = 3,
+    normalize: bool = True,
+) -> Subject:
+    """One subject from an image file (and optionally its label file), as datasets load them:
+    canonical orientation, ``[H, W, 1]`` files squeezed for ``ndim=2``, intensities
+    normalised to ``[0, 1]`` (``normalize``). Errors name the file (:class:`DataError`)."""
+    image_path = os.fspath(image_path)
+    label_path = None if label_path is None else os.fspath(label_path)
+    return _load_subject(
+        image_path, label_path, ndim=_check_ndim(ndim, image_path), normalize=normalize
     )
 
 

@@ -38,6 +38,7 @@ from .combine import (
     term,
 )
 from .consistency import cycle_l1, inverse_consistency
+from .registry import REGULARISERS, SIMILARITIES, regulariser, similarity
 from .regularisation import (
     bending_energy,
     diffusion,
@@ -59,6 +60,8 @@ from .similarity import l1, local_ncc, mse, mutual_information, ncc, ssim
 
 __all__ = [
     "GAN_KINDS",
+    "REGULARISERS",
+    "SIMILARITIES",
     "MissingInputError",
     "Objective",
     "Term",
@@ -89,6 +92,8 @@ __all__ = [
     "piecewise",
     "ramp",
     "ref",
+    "regulariser",
+    "similarity",
     "soft_dice",
     "soft_kl",
     "ssim",

@@ -227,6 +227,7 @@ def sample(
     """
     check_choice("padding", padding, PADDING_MODES)
     check_choice("order", order, (0, 1))
+    image, coords = jnp.asarray(image), jnp.asarray(coords)
     ndim = coords.shape[-1]
     check_image(image, ndim)
     if padding == "zeros":

@@ -1,0 +1,228 @@
+"""Config -> data -> method -> trained run, and back from a run directory to a model.
+
+The functions behind ``jrs-jax train / register / segment / evaluate``; usable from notebooks:
+
+    >>> cfg = load_config("configs/voxelmorph.py:smoke")            # doctest: +SKIP
+    >>> result = train(cfg, workdir="runs/vxm")                     # doctest: +SKIP
+    >>> method, state, cfg = load_run("runs/vxm")                   # doctest: +SKIP
+
+A run directory holds ``config.json`` (the resolved config: data shape and number of classes
+filled in, so it alone rebuilds the networks), ``metrics.jsonl``, ``checkpoints/``,
+``results.json`` (final validation numbers) and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from .config import save_config
+from .data.datasets import Dataset, load_folder, load_learn2reg
+from .data.errors import DataError
+from .methods import Method, evaluate, evaluation_pairs, get_method, pair_batch
+from .train import Checkpointer, variables
+from .train.loop import fit, read_log
+
+__all__ = ["build_method", "load_dataset", "load_run", "resolve_config", "train", "write_figures"]
+
+
+def load_dataset(config: dict) -> Dataset:
+    """The dataset of ``config["data"]``: a Learn2Reg ``dataset.json`` or an ``images/`` +
+    ``labels/`` folder, keeping ``num_labelled`` labelled training subjects if set."""
+    data = config["data"]
+    path = os.fspath(data["dataset"])
+    if not os.path.exists(path):
+        hint = (
+            " (run `jrs-jax make-synthetic` first to generate the built-in synthetic dataset)"
+            if "jrs_synthetic" in path
+            else ""
+        )
+        raise DataError(path, f"dataset not found{hint}")
+    ds = load_folder(path) if os.path.isdir(path) else load_learn2reg(path)
+    if data.get("num_labelled") is not None:
+        ds = ds.split_labelled(int(data["num_labelled"]), key_or_seed=int(config.get("seed", 0)))
+    return ds
+
+
+def resolve_config(config: dict, dataset: Dataset) -> dict:
+    """A copy of ``config`` with ``data.shape`` and ``data.num_classes`` set from ``dataset``."""
+    cfg = json.loads(json.dumps(config))
+    cfg["data"]["shape"] = list(dataset.shape)
+    if cfg["data"].get("num_classes") is None:
+        maxima = [int(s.labels.max()) for s in dataset.subjects if s.labels is not None]
+        if not maxima:
+            raise DataError(str(dataset.source), "no labelled subject: cannot infer num_classes")
+        cfg["data"]["num_classes"] = max(maxima) + 1
+    return cfg
+
+
+def build_method(config: dict) -> Method:
+    """The method of a resolved config (``data.shape`` and ``data.num_classes`` set)."""
+    data = config["data"]
+    if data.get("shape") is None or data.get("num_classes") is None:
+        raise ValueError("config is not resolved: data.shape / data.num_classes missing")
+    cls = get_method(config["method"])
+    return cls(config, shape=tuple(data["shape"]), num_classes=int(data["num_classes"]))
+
+
+def _evaluator(method: Method, dataset: Dataset, config: dict):
+    ev = config.get("eval", {})
+
+    def run(state) -> dict[str, float]:
+        return evaluate(
+            method,
+            variables(jax.device_get(state)),
+            dataset,
+            max_pairs=ev.get("max_pairs"),
+            batch_size=int(ev.get("batch_size", 4)),
+        ).summary
+
+    return run
+
+
+def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) -> list[str]:
+    """Training curves and, for registration methods, the panel of the first validation pair
+    (fixed / moving / warped with label contours, deformation grid, Jacobian map); for
+    segmentation methods an overlay of the first held-out subject. Returns the paths."""
+    from . import viz
+    from .spatial import warp, warp_labels
+
+    fig_dir = os.path.join(workdir, "figures")
+    paths = []
+    log = [r for r in read_log(os.path.join(workdir, "metrics.jsonl")) if r.get("split") != "error"]
+    if log:
+        p = os.path.join(fig_dir, "curves.png")
+        viz.save_figure(viz.training_curves(log, log_y=False), p)
+        paths.append(p)
+    v = variables(jax.device_get(state))
+    pairs = evaluation_pairs(dataset, max_pairs=1)
+    if method.can_register and len(pairs):
+        b = pair_batch(dataset, pairs[:1])
+        disp = method.predict_disp(v, b["moving"], b["fixed"])
+        warped = warp(b["moving"], disp)
+        wl = warp_labels(b["moving_labels"], disp, num_classes=1, mode="nearest")
+        fig = viz.registration_panel(
+            b["fixed"][0],
+            b["moving"][0],
+            np.asarray(warped[0]),
+            fixed_labels=b["fixed_labels"][0],
+            moving_labels=b["moving_labels"][0],
+            warped_labels=np.asarray(wl[0]),
+            disp=np.asarray(disp[0]),
+        )
+        p = os.path.join(fig_dir, "registration.png")
+        viz.save_figure(fig, p)
+        paths.append(p)
+    held = [i for i in dataset.held_out() if dataset.subjects[i].has_labels]
+    if method.can_segment and held:
+        s = dataset.subjects[held[0]]
+        pred = np.asarray(method.predict_logits(v, s.image[None]).argmax(-1)[0])
+        p = os.path.join(fig_dir, "segmentation.png")
+        viz.save_figure(viz.overlay(s.image, pred, title=f"{s.name}: prediction"), p)
+        paths.append(p)
+    return paths
+
+
+def train(
+    config: dict,
+    *,
+    workdir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    figures: bool = True,
+) -> dict:
+    """Train the method of ``config`` in ``workdir`` (see :func:`jrs_jax.train.loop.fit`).
+
+    Writes ``config.json`` (resolved; on ``resume`` it must equal the saved one, except
+    ``train.steps`` which may grow), ``results.json`` and, with ``figures``, PNGs under
+    ``figures/``. Returns the :func:`fit` result plus ``"evaluation"`` (the summary).
+    """
+    workdir = os.path.abspath(os.fspath(workdir))
+    dataset = load_dataset(config)
+    cfg = resolve_config(config, dataset)
+    cfg_path = os.path.join(workdir, "config.json")
+    if resume and os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            saved = json.load(f)
+        a = {**saved, "train": {**saved["train"], "steps": None}}
+        b = {**cfg, "train": {**cfg["train"], "steps": None}}
+        if a != b:
+            raise ValueError(
+                f"--resume with a config different from {cfg_path}; resume with the same "
+                "config (only train.steps may change) or start a new workdir"
+            )
+    os.makedirs(workdir, exist_ok=True)
+    save_config(cfg, cfg_path)
+    method = build_method(cfg)
+    tr = cfg["train"]
+    seed = int(cfg.get("seed", 0))
+    init_key, _ = jax.random.split(jax.random.key(seed))
+    result = fit(
+        method.train_step,
+        method.init(init_key),
+        sample_batch=lambda t: method.sample_batch(dataset, t),
+        workdir=workdir,
+        steps=int(tr["steps"]),
+        seed=seed,
+        evaluate=_evaluator(method, dataset, cfg),
+        eval_every=int(tr.get("eval_every", 0)),
+        ckpt_every=int(tr.get("ckpt_every", 0)),
+        log_every=int(tr.get("log_every", 10)),
+        keep=int(tr.get("keep", 2)),
+        best_metric=method.best_metric,
+        resume=resume,
+        progress=progress,
+        extra={"method": cfg["method"]},
+        desc=cfg["method"],
+    )
+    summary = dict(result["val"])
+    out = {
+        "method": cfg["method"],
+        "steps": result["step"],
+        "best_step": result["best_step"],
+        "train_seconds": round(result["train_seconds"], 2),
+        "first_step_seconds": result["first_step_seconds"],
+        **summary,
+    }
+    tmp = os.path.join(workdir, "results.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, os.path.join(workdir, "results.json"))
+    if figures:
+        result["figures"] = write_figures(method, result["state"], dataset, workdir)
+    result["evaluation"] = summary
+    result["method"] = method
+    return result
+
+
+def load_run(path: str | os.PathLike, *, step: int | str = "best") -> tuple[Method, dict, dict]:
+    """``(method, state, config)`` of a run directory (or its ``checkpoints/`` folder).
+
+    ``step``: ``"best"`` (falls back to the latest when no best is recorded), ``"latest"``
+    or a step number.
+
+    Raises:
+      FileNotFoundError: no ``config.json`` / no checkpoint (naming the path).
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.basename(path) == "checkpoints":
+        path = os.path.dirname(path)
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    method = build_method(cfg)
+    template = method.init(jax.random.key(0))
+    ckpt_dir = os.path.join(path, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise FileNotFoundError(f"{path}: no checkpoints/ folder")
+    with Checkpointer(ckpt_dir, best_metric=method.best_metric) as ckpt:
+        if step == "best" and ckpt.best_step() is None:
+            step = "latest"
+        state, _, _ = ckpt.restore(template, step=step)
+    return method, state, cfg
