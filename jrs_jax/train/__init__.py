@@ -1,7 +1,11 @@
-"""Training: one ``NetState`` (params, optax state, static optimiser) per network, and
-orbax checkpoints of a pytree of them (``Checkpointer``: last N and best, atomic, resumable)."""
+"""Training: one ``NetState`` (params, optax state, static optimiser) per network; pure steps
+and regimes over a dict of them (:mod:`.steps`, :mod:`.regimes`); orbax checkpoints
+(``Checkpointer``: last N and best, atomic, resumable); the loop (:func:`fit`) and data
+parallelism (:mod:`.parallel`)."""
 
 from .checkpoint import Checkpointer, CheckpointNotFoundError
+from .loop import TrainingDiverged, fit, read_log
+from .parallel import data_mesh, replicate, shard_batch
 from .regimes import (
     ATLAS_MODES,
     ATLAS_TARGET,
@@ -26,8 +30,11 @@ __all__ = [
     "Checkpointer",
     "LossFn",
     "NetState",
+    "TrainingDiverged",
     "check_finite",
+    "data_mesh",
     "ema_update",
+    "fit",
     "make_adversarial_step",
     "make_alternating_step",
     "make_atlas_step",
@@ -35,7 +42,10 @@ __all__ = [
     "make_self_training_step",
     "make_update",
     "pseudo_labels",
+    "read_log",
     "refine",
+    "replicate",
+    "shard_batch",
     "variables",
     "warp_subjects_to_atlas",
 ]
