@@ -174,6 +174,11 @@ def _to_file_grid(arr, ndim: int):
 
 
 def _run_register(args: argparse.Namespace) -> int:
+    """Outputs in ``--out``: ``warped.nii.gz`` and ``warped_labels.nii.gz`` (on the fixed
+    file's grid, orientation and header), ``disp.nii.gz`` (jrs_jax voxel displacement
+    ``[X, Y, Z, D]`` along the canonical RAS+ array axes, saved with the canonical affine),
+    ``warp_ants.nii.gz`` (ANTs/ITK physical LPS warp), ``registration.png`` and
+    ``summary.json`` (Jacobian statistics; Dice before/after with both label maps)."""
     import numpy as np
 
     from . import metrics, viz
@@ -206,8 +211,9 @@ def _run_register(args: argparse.Namespace) -> int:
     save_image(
         os.path.join(args.out, "warped.nii.gz"),
         _to_file_grid(uncrop(warped[..., 0], info), ndim),
-        affine=affine,
+        reference=fixed_vol,  # the fixed file's orientation, affine and header
     )
+    # vectors along the canonical (RAS+) array axes: saved on that grid, not the file's
     save_image(os.path.join(args.out, "disp.nii.gz"), _to_file_grid(full_disp, ndim), affine=affine)
     save_ants_warp(os.path.join(args.out, "warp_ants.nii.gz"), full_disp, affine)
     out["files"] = ["warped.nii.gz", "disp.nii.gz", "warp_ants.nii.gz"]
@@ -219,7 +225,7 @@ def _run_register(args: argparse.Namespace) -> int:
         save_image(
             os.path.join(args.out, "warped_labels.nii.gz"),
             _to_file_grid(uncrop(wl, info), ndim).astype(np.int32),
-            affine=affine,
+            reference=fixed_vol,
         )
         out["files"].append("warped_labels.nii.gz")
         if f_lab is not None:
@@ -282,7 +288,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     save_image(
         os.path.join(args.out, "labels.nii.gz"),
         _to_file_grid(uncrop(pred, info), ndim),
-        affine=volume.affine,
+        reference=volume,
     )
     viz.save_figure(
         viz.overlay(image, pred, title=subject.name), os.path.join(args.out, "segmentation.png")

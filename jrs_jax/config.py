@@ -152,6 +152,8 @@ def apply_overrides(config: Mapping, overrides: Iterable[str]) -> dict:
             )
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        elif isinstance(old, int) and not isinstance(old, bool) and isinstance(value, float):
+            value = int(value)  # a whole float (checked by _compatible) for an int key
         node[leaf] = value
     return cfg
 
@@ -160,8 +162,12 @@ def save_config(config: Mapping, path: str | os.PathLike) -> None:
     """Write ``config`` as indented JSON, atomically."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = json.dumps(config, indent=1, sort_keys=True) + "\n"  # fails before any file exists
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

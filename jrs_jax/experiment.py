@@ -155,6 +155,16 @@ def train(
                 f"--resume with a config different from {cfg_path}; resume with the same "
                 "config (only train.steps may change) or start a new workdir"
             )
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not resume and os.path.isdir(ckpt_dir):
+        # Refuse before save_config: overwriting config.json would orphan the checkpoints.
+        with Checkpointer(ckpt_dir) as ckpt:
+            latest = ckpt.latest_step()
+        if latest is not None:
+            raise FileExistsError(
+                f"{workdir} already holds checkpoints (last step {latest}); pass --resume to "
+                "continue, or use another workdir"
+            )
     os.makedirs(workdir, exist_ok=True)
     save_config(cfg, cfg_path)
     method = build_method(cfg)

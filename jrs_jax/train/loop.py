@@ -168,7 +168,7 @@ def fit(
         val: dict[str, float] = {}
         record: dict = {}
         sums: dict[str, float] = {}
-        count = 0
+        counts: dict[str, int] = {}
         t_start = time.perf_counter()
         first_step_s = None
         bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True)
@@ -193,16 +193,17 @@ def fit(
                     f"non-finite loss at step {t + 1}: {', '.join(bad)}; training stopped and "
                     f"{where}. Lower the learning rate or check the loss weights and data."
                 )
-            for k, v in values.items():
+            for k, v in values.items():  # per-key counts: phases may log different terms
                 sums[k] = sums.get(k, 0.0) + v
-            count += 1
+                counts[k] = counts.get(k, 0) + 1
             done = t + 1
             if done % max(1, log_every) == 0 or done == steps:
-                record = {"step": done, "split": "train", **{k: v / count for k, v in sums.items()}}
+                means = {k: v / counts[k] for k, v in sums.items()}
+                record = {"step": done, "split": "train", **means}
                 record["seconds"] = round(time.perf_counter() - t_start, 3)
                 _append(log_path, record)
                 bar.set_postfix(_fmt(record), refresh=False)
-                sums, count = {}, 0
+                sums, counts = {}, {}
             bar.update(1)
             is_eval = evaluate is not None and (
                 done == steps or (eval_every > 0 and done % eval_every == 0)
