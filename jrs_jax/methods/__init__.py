@@ -6,12 +6,13 @@ equations on top of :mod:`jrs_jax.spatial`, :mod:`jrs_jax.losses`, :mod:`jrs_jax
 """
 
 from .base import Method, batch_rng, pair_batch, subject_batch
+from .deepatlas import DeepAtlas
 from .evaluate import Evaluation, evaluate, evaluation_pairs
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
 
 #: Method classes by config name.
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (VoxelMorph, UNetSeg)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (VoxelMorph, UNetSeg, DeepAtlas)}
 
 
 def get_method(name: str) -> type[Method]:
@@ -23,6 +24,7 @@ def get_method(name: str) -> type[Method]:
 
 __all__ = [
     "METHODS",
+    "DeepAtlas",
     "Evaluation",
     "Method",
     "UNetSeg",

@@ -83,7 +83,8 @@ def evaluate(
 
     Returns:
       :class:`Evaluation`. Summary keys (when applicable): ``val/reg_dice``,
-      ``val/reg_dice_identity``, ``val/folding_percent``, ``val/sdlogj``, ``val/seg_dice``
+      ``val/reg_dice_identity``, ``val/folding_percent``, ``val/sdlogj``, ``val/seg_dice``,
+      ``val/mean_dice`` (mean of the two Dice scores, for joint methods)
       (and ``val/reg_hd95``, ``val/seg_hd95`` with ``surface``).
     """
     spacing = dataset.subjects[0].spacing if dataset.subjects else None
@@ -138,4 +139,6 @@ def evaluate(
             summary["val/seg_dice"] = float(np.nanmean([r["dice"] for r in subject_rows]))
             if surface:
                 summary["val/seg_hd95"] = float(np.nanmean([r["hd95"] for r in subject_rows]))
+    if "val/reg_dice" in summary and "val/seg_dice" in summary:
+        summary["val/mean_dice"] = 0.5 * (summary["val/reg_dice"] + summary["val/seg_dice"])
     return Evaluation(summary=summary, pairs=pair_rows, subjects=subject_rows)
