@@ -26,7 +26,13 @@ Example::
 
 Networks: :class:`UNet`, :class:`RegistrationNet` (VoxelMorph, Balakrishnan et al. 2019),
 :class:`ProbabilisticRegistrationNet` (Dalca et al. 2019), :class:`AffineRegistrationNet`,
-:class:`SegmentationNet`, :class:`PatchDiscriminator` (PatchGAN, Isola et al. 2017).
+:class:`SegmentationNet`, :class:`PatchDiscriminator` (PatchGAN, Isola et al. 2017),
+:class:`ImageGenerator` (U-Net image-to-image generator for modality synthesis, pix2pix /
+CycleGAN style), :class:`SharedEncoderMultiDecoder` (one encoder, one U-Net decoder per task).
+
+Multi-task and recurrent blocks: :class:`CrossStitch` (Misra et al. 2016), :class:`CoAttention`
+(gated exchange between two streams), :class:`Decoder` (U-Net decoder on a skip list),
+:class:`ConvGRUCell` / :class:`ConvGRU` (convolutional GRU, Ballas et al. 2016).
 """
 
 from .blocks import (
@@ -40,6 +46,9 @@ from .blocks import (
     norm_layer,
 )
 from .discriminator import PatchDiscriminator
+from .generator import OUTPUT_ACTIVATIONS, ImageGenerator
+from .multitask import CoAttention, CrossStitch, Decoder, SharedEncoderMultiDecoder
+from .recurrent import ConvGRU, ConvGRUCell
 from .registration import (
     OUTPUT_KINDS,
     AffineHead,
@@ -53,17 +62,25 @@ from .unet import Encoder, UNet
 __all__ = [
     "DOWNSAMPLE_MODES",
     "NORM_KINDS",
+    "OUTPUT_ACTIVATIONS",
     "OUTPUT_KINDS",
     "UPSAMPLE_MODES",
     "AffineHead",
     "AffineRegistrationNet",
+    "CoAttention",
     "ConvBlock",
+    "ConvGRU",
+    "ConvGRUCell",
+    "CrossStitch",
+    "Decoder",
     "Down",
     "Encoder",
+    "ImageGenerator",
     "PatchDiscriminator",
     "ProbabilisticRegistrationNet",
     "RegistrationNet",
     "SegmentationNet",
+    "SharedEncoderMultiDecoder",
     "UNet",
     "Up",
     "leaky_relu",

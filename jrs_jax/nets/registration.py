@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from ..spatial import affine_to_displacement, integrate_velocity, resize_field
 from ._config import concat_inputs
-from .blocks import spatial_rank
+from .blocks import Conv, spatial_rank
 from .unet import EncoderConfig, UNetConfig
 
 __all__ = [
@@ -27,13 +27,15 @@ __all__ = [
 OUTPUT_KINDS = ("displacement", "velocity")
 
 
-def _flow_conv(ndim: int, std: float, zero: bool, name: str, bias: float = 0.0) -> nn.Conv:
+def _flow_conv(
+    ndim: int, std: float, zero: bool, name: str, bias: float = 0.0, conv_impl: str = "auto"
+) -> Conv:
     """Conv ``3^D`` -> ``D`` channels in float32 with kernel ``N(0, std^2)`` (or zeros)."""
     kernel_init = nn.initializers.zeros if zero or std == 0 else nn.initializers.normal(std)
-    return nn.Conv(
-        ndim,
-        kernel_size=(3,) * ndim,
-        padding="SAME",
+    return Conv(
+        features=ndim,
+        kernel_size=3,
+        conv_impl=conv_impl,
         kernel_init=kernel_init,
         bias_init=nn.initializers.constant(bias),
         dtype=jnp.float32,
@@ -99,9 +101,9 @@ class RegistrationNet(UNetConfig, kw_only=True):
             raise ValueError(f"output={self.output!r} is not one of {OUTPUT_KINDS}")
         x, ndim = concat_inputs(moving, fixed, extra, names=("moving", "fixed", "extra"))
         feats = self.make_unet()(x)
-        flow = _flow_conv(ndim, self.head_init_std, self.zero_head, "flow")(
-            feats.astype(jnp.float32)
-        )
+        flow = _flow_conv(
+            ndim, self.head_init_std, self.zero_head, "flow", conv_impl=self.conv_impl
+        )(feats.astype(jnp.float32))
         if self.output == "displacement":
             return {"disp": flow}
         disp = _integrate(flow, self.integration_steps, self.int_downsize)
@@ -151,9 +153,14 @@ class ProbabilisticRegistrationNet(UNetConfig, kw_only=True):
     ) -> dict[str, jnp.ndarray]:
         x, ndim = concat_inputs(moving, fixed, extra, names=("moving", "fixed", "extra"))
         feats = self.make_unet()(x).astype(jnp.float32)
-        mean = _flow_conv(ndim, self.head_init_std, False, "mean")(feats)
+        mean = _flow_conv(ndim, self.head_init_std, False, "mean", conv_impl=self.conv_impl)(feats)
         log_var = _flow_conv(
-            ndim, self.logvar_init_std, False, "log_var", bias=self.logvar_init_bias
+            ndim,
+            self.logvar_init_std,
+            False,
+            "log_var",
+            bias=self.logvar_init_bias,
+            conv_impl=self.conv_impl,
         )(feats)
         if sample and self.has_rng("sample"):
             eps = jax.random.normal(self.make_rng("sample"), mean.shape, mean.dtype)

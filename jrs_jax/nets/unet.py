@@ -38,6 +38,7 @@ class EncoderConfig(nn.Module, kw_only=True):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False
+    conv_impl: str = "auto"
 
     def make_encoder(self, name: str = "encoder") -> Encoder:
         return Encoder(
@@ -48,6 +49,7 @@ class EncoderConfig(nn.Module, kw_only=True):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             remat=self.remat,
+            conv_impl=self.conv_impl,
             name=name,
         )
 
@@ -71,6 +73,7 @@ class UNetConfig(EncoderConfig, kw_only=True):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             remat=self.remat,
+            conv_impl=self.conv_impl,
             name=name,
         )
 
@@ -99,7 +102,12 @@ class Encoder(EncoderConfig, kw_only=True):
         check_divisible(x, len(self.features), what=type(self).__name__)
         block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
         down_cls = nn.remat(Down) if self.remat else Down
-        common = dict(norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
+        common = dict(
+            norm=self.norm,
+            conv_impl=self.conv_impl,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         outs = []
         for i, f in enumerate(self.features):
             if i > 0:
@@ -116,7 +124,9 @@ class UNet(UNetConfig, kw_only=True):
     (strided conv ``3^D`` by default, or ``2^D`` max-pool) followed by ``convs_per_level``
     conv ``3^D`` -> norm -> LeakyReLU(0.2). Decoder: per level upsample x2 (linear by
     default, or transposed conv), concatenate the skip, conv block with
-    ``decoder_features[j]``. Entries of ``decoder_features`` beyond ``len(features) - 1``
+    ``decoder_features[j]``. ``conv_impl`` selects the 3-D convolution algorithm of every
+    conv (``"auto"``: depth slices on CPU, native elsewhere; see :class:`blocks.Conv`; the
+    parameters do not depend on it). Entries of ``decoder_features`` beyond ``len(features) - 1``
     add full-resolution conv blocks (VoxelMorph's "final convs"). Default decoder:
     ``features[-2::-1]``.
 
@@ -157,7 +167,12 @@ class UNet(UNetConfig, kw_only=True):
         dec = self._decoder_features()
         skips = self.make_encoder()(x)
         block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
-        common = dict(norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
+        common = dict(
+            norm=self.norm,
+            conv_impl=self.conv_impl,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         levels = len(self.features)
         y = skips[-1]
         for j in range(levels - 1):

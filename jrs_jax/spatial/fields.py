@@ -185,8 +185,10 @@ def displacement_gradient(
             first = take(1, 2) - take(0, 1)
             last = take(n - 1, n) - take(n - 2, n - 1)
             mid = (take(2, n) - take(0, n - 2)) * 0.5
-            d = jnp.concatenate([first, mid, last], axis=ax) if n > 2 else jnp.concatenate(
-                [first, last], axis=ax
+            d = (
+                jnp.concatenate([first, mid, last], axis=ax)
+                if n > 2
+                else jnp.concatenate([first, last], axis=ax)
             )
         if spacing is not None:
             d = d / jnp.asarray(spacing[axis], disp.dtype)

@@ -1,0 +1,381 @@
+"""Multi-task building blocks: cross-stitch units, co-attention, shared encoder + decoders.
+
+These blocks exchange information between task streams (e.g. the registration and the
+segmentation branch of a joint registration-segmentation network). All are stateless,
+dimension-agnostic (``[B, *S, C]`` with 2 or 3 spatial axes) and take ``dtype`` (compute)
+and ``param_dtype`` (float32 by default) like the rest of :mod:`jrs_jax.nets`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ._config import concat_inputs
+from .blocks import UPSAMPLE_MODES, Conv, ConvBlock, Up, spatial_rank
+from .unet import UNetConfig
+
+__all__ = ["CoAttention", "CrossStitch", "Decoder", "SharedEncoderMultiDecoder"]
+
+Dtype = Any
+
+
+def _check_same_shape(maps: Sequence[jnp.ndarray], names: Sequence[str], what: str) -> int:
+    ndim = spatial_rank(maps[0], name=names[0])
+    for m, n in zip(maps[1:], names[1:]):
+        spatial_rank(m, name=n)
+    shapes = [tuple(m.shape) for m in maps]
+    if any(s != shapes[0] for s in shapes[1:]):
+        listed = ", ".join(f"{n} {s}" for n, s in zip(names, shapes))
+        raise ValueError(f"{what} needs feature maps of equal shape [B, *S, C]; got {listed}")
+    return ndim
+
+
+def _cross_stitch_init(n: int, self_weight: float):
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        off = (1.0 - self_weight) / (n - 1)
+        eye = jnp.eye(n, dtype=dtype)[:, :, None]
+        return jnp.broadcast_to(eye * self_weight + (1.0 - eye) * off, shape).astype(dtype)
+
+    return init
+
+
+class CrossStitch(nn.Module, kw_only=True):
+    """Cross-stitch unit: learned per-channel linear mixing of ``n`` task feature maps.
+
+    ``out_i = sum_j alpha[i, j, c] * x_j`` (per channel ``c``), with ``alpha`` of shape
+    ``[n, n, C]`` (parameter ``"alpha"``) initialised to ``self_weight`` on the diagonal and
+    ``(1 - self_weight) / (n - 1)`` off it, so each row sums to 1 at initialisation
+    (``self_weight=1`` is the identity: no sharing). The paper's 0.9 / 0.1 is the default.
+
+    Shapes: ``n >= 2`` maps, each ``[B, *S, C]`` (all the same shape) -> a tuple of ``n``
+    maps ``[B, *S, C]`` in ``dtype``.
+
+    Example:
+      >>> unit = CrossStitch()
+      >>> seg = jnp.ones((1, 8, 8, 4))
+      >>> reg = jnp.zeros((1, 8, 8, 4))
+      >>> params = unit.init(jax.random.key(0), seg, reg)
+      >>> params["params"]["alpha"].shape
+      (2, 2, 4)
+      >>> out_seg, out_reg = unit.apply(params, seg, reg)
+      >>> float(out_seg[0, 0, 0, 0]), float(out_reg[0, 0, 0, 0])
+      (0.8999999761581421, 0.10000000149011612)
+
+    Reference: Misra, Shrivastava, Gupta, Hebert, "Cross-stitch Networks for Multi-task
+    Learning", CVPR 2016.
+    """
+
+    self_weight: float = 0.9
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, *maps: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+        n = len(maps)
+        if n < 2:
+            raise ValueError(f"CrossStitch needs at least 2 feature maps, got {n}")
+        _check_same_shape(maps, [f"maps[{i}]" for i in range(n)], "CrossStitch")
+        channels = maps[0].shape[-1]
+        alpha = self.param(
+            "alpha", _cross_stitch_init(n, self.self_weight), (n, n, channels), self.param_dtype
+        )
+        x = jnp.stack([m.astype(self.dtype) for m in maps], axis=0)
+        out = jnp.einsum("ijc,j...c->i...c", alpha.astype(self.dtype), x)
+        return tuple(out[i] for i in range(n))
+
+
+class CoAttention(nn.Module, kw_only=True):
+    """Co-attention between two streams: each is gated by a map computed from both.
+
+    With ``[.,.]`` the channel concatenation and ``conv`` a conv ``kernel^D`` (1 by default)::
+
+        g_a = sigmoid(conv_a([b, a]))        # "gate_a", C_a channels (or 1)
+        g_b = sigmoid(conv_b([a, b]))        # "gate_b", C_b channels (or 1)
+        a'  = a * (1 + g_a)
+        b'  = b * (1 + g_b)
+
+    The residual form ``x * (1 + g)`` keeps the original features (a gate of 0 is the
+    identity, so the block cannot shut a stream off) and lets each stream emphasise voxels /
+    channels that the other stream flags, e.g. segmentation features highlighting the
+    structures that the registration stream should align. ``per_channel=False`` uses a single
+    spatial gate per stream (one output channel broadcast over the channels); ``conv_impl``
+    as in :class:`blocks.Conv`. ``a`` and ``b``
+    must agree on ``B`` and ``S``; their channel counts may differ.
+
+    Shapes: ``a [B, *S, C_a], b [B, *S, C_b] -> (a' [B, *S, C_a], b' [B, *S, C_b])`` in
+    ``dtype``.
+
+    Example:
+      >>> block = CoAttention()
+      >>> a = jnp.ones((1, 8, 8, 4))
+      >>> b = jnp.ones((1, 8, 8, 6))
+      >>> a2, b2 = block.apply(block.init(jax.random.key(0), a, b), a, b)
+      >>> a2.shape, b2.shape
+      ((1, 8, 8, 4), (1, 8, 8, 6))
+
+    Reference: residual attention ``(1 + M(x)) * F(x)`` from Wang et al., "Residual
+    Attention Network for Image Classification", CVPR 2017; co-attention (each modality
+    attended using the other) from Lu et al., "Hierarchical Question-Image Co-Attention for
+    Visual Question Answering", NeurIPS 2016.
+    """
+
+    per_channel: bool = True
+    kernel: int = 1
+    conv_impl: str = "auto"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, a: jnp.ndarray, b: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        spatial_rank(a, name="a")
+        spatial_rank(b, name="b")
+        if a.shape[:-1] != b.shape[:-1]:
+            raise ValueError(
+                "CoAttention needs a and b with the same batch and spatial shape: got "
+                f"a {tuple(a.shape)} vs b {tuple(b.shape)}"
+            )
+        a = a.astype(self.dtype)
+        b = b.astype(self.dtype)
+
+        def gate(other, own, name):
+            out = own.shape[-1] if self.per_channel else 1
+            z = Conv(
+                features=out,
+                kernel_size=self.kernel,
+                conv_impl=self.conv_impl,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=name,
+            )(jnp.concatenate([other, own], axis=-1))
+            return jax.nn.sigmoid(z)
+
+        g_a = gate(b, a, "gate_a")
+        g_b = gate(a, b, "gate_b")
+        return a * (1 + g_a), b * (1 + g_b)
+
+
+class Decoder(nn.Module, kw_only=True):
+    """U-Net decoder on an encoder's skip list (the decoder loop of :class:`UNet`).
+
+    Stage ``j < len(features)``: upsample x2 to the next-finer skip (:class:`Up`, linear or
+    transposed conv), concatenate it, :class:`ConvBlock` with ``features[j]`` and
+    ``convs_per_level`` convs. Then one full-resolution :class:`ConvBlock` (one conv) per
+    entry of ``final_features``. ``conv_impl`` picks the 3-D convolution algorithm (see
+    :class:`blocks.Conv`; parameters do not depend on it). Submodules are named like
+    :class:`UNet`'s (``up{j}``, ``dec{j}``, ``final{k}``), so a UNet's decoder parameters
+    drive a Decoder unchanged. :meth:`stage` runs one stage, so several decoders can be
+    stepped in lockstep (see :class:`SharedEncoderMultiDecoder`).
+
+    Shapes: ``skips``: ``len(features) + 1`` maps, level ``i`` ``[B, *S / 2^i, F_i]`` (the
+    output of :class:`Encoder`) -> ``[B, *S, widths[-1]]`` in ``dtype``.
+
+    Example:
+      >>> from jrs_jax.nets import Encoder
+      >>> enc, dec = Encoder(features=(4, 8, 8)), Decoder(features=(8, 4), final_features=(3,))
+      >>> x = jnp.zeros((1, 16, 16, 1))
+      >>> skips = enc.apply(enc.init(jax.random.key(0), x), x)
+      >>> dec.apply(dec.init(jax.random.key(1), skips), skips).shape
+      (1, 16, 16, 3)
+
+    Reference: Ronneberger et al., "U-Net", MICCAI 2015; Balakrishnan et al., "VoxelMorph",
+    IEEE TMI 2019 (upsample + skip decoder, full-resolution final convs).
+    """
+
+    features: Sequence[int]
+    final_features: Sequence[int] = ()
+    convs_per_level: int = 1
+    norm: str = "none"
+    upsample: str = "linear"
+    conv_impl: str = "auto"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Output channels of every stage (levels, then final convs)."""
+        return (*tuple(self.features), *tuple(self.final_features))
+
+    def setup(self):
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample={self.upsample!r} is not one of {UPSAMPLE_MODES}")
+        block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
+        common = dict(
+            norm=self.norm,
+            conv_impl=self.conv_impl,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        # setattr in setup registers the submodules under UNet's names (up{j}, dec{j}, ...)
+        for j, f in enumerate(self.features):
+            up = Up(features=f, mode=self.upsample, dtype=self.dtype, param_dtype=self.param_dtype)
+            block = block_cls(features=f, num_convs=self.convs_per_level, **common)
+            setattr(self, f"up{j}", up)
+            setattr(self, f"dec{j}", block)
+        for k, f in enumerate(self.final_features):
+            setattr(self, f"final{k}", block_cls(features=f, num_convs=1, **common))
+
+    def _check_skips(self, skips: Sequence[jnp.ndarray]) -> None:
+        levels = len(self.features) + 1
+        if len(skips) != levels:
+            raise ValueError(
+                f"Decoder with features={tuple(self.features)} needs {levels} skip maps "
+                f"(one per encoder level); got {len(skips)} with shapes "
+                f"{[tuple(s.shape) for s in skips]}"
+            )
+        for i, s in enumerate(skips):
+            spatial_rank(s, name=f"skips[{i}]")
+
+    def stage(self, j: int, y: jnp.ndarray, skips: Sequence[jnp.ndarray]) -> jnp.ndarray:
+        """Run stage ``j`` on ``y`` (start with ``y = skips[-1]``)."""
+        self._check_skips(skips)
+        n = len(self.features)
+        if not 0 <= j < len(self.widths):
+            raise ValueError(f"stage index {j} out of range for {len(self.widths)} stages")
+        if j < n:
+            y = getattr(self, f"up{j}")(y, skips[n - 1 - j])
+            return getattr(self, f"dec{j}")(y)
+        return getattr(self, f"final{j - n}")(y)
+
+    def __call__(self, skips: Sequence[jnp.ndarray]) -> jnp.ndarray:
+        self._check_skips(skips)
+        y = skips[-1]
+        for j in range(len(self.widths)):
+            y = self.stage(j, y, skips)
+        return y
+
+
+def _parse_heads(heads) -> list[tuple[str, int, tuple[int, ...] | None]]:
+    parsed = []
+    for h in heads:
+        if not isinstance(h, (tuple, list)) or len(h) not in (2, 3):
+            raise ValueError(
+                f"each head must be (name, channels) or (name, channels, decoder_features); "
+                f"got {h!r}"
+            )
+        name, channels = h[0], int(h[1])
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"head names must be non-empty strings; got {name!r}")
+        if channels < 1:
+            raise ValueError(f"head {name!r} needs channels >= 1, got {channels}")
+        dec = tuple(h[2]) if len(h) == 3 and h[2] is not None else None
+        parsed.append((name, channels, dec))
+    names = [p[0] for p in parsed]
+    if not parsed:
+        raise ValueError("heads must contain at least one (name, channels) entry")
+    if len(set(names)) != len(names):
+        raise ValueError(f"head names must be unique; got {names}")
+    return parsed
+
+
+class SharedEncoderMultiDecoder(UNetConfig, kw_only=True):
+    """One shared :class:`Encoder`, one U-Net :class:`Decoder` + float32 head per task.
+
+    ``heads`` lists ``(name, channels)`` or ``(name, channels, decoder_features)``; each head
+    gets a decoder (``decoder_features`` per head, else the network's ``decoder_features``,
+    else ``features[-2::-1]``; entries beyond ``len(features) - 1`` are full-resolution
+    final convs, as in :class:`UNet`) and a conv ``1^D`` head computed in float32
+    (lecun-normal kernel, zero bias). Parameters: ``encoder``, ``decoder_{name}``,
+    ``head_{name}`` and, with ``cross_stitch=True``, ``stitch{j}``.
+
+    ``cross_stitch=True`` (needs >= 2 heads with equal decoder widths) steps the decoders
+    in lockstep and mixes their outputs after every decoder stage with a
+    :class:`CrossStitch` unit (``stitch_self_weight`` on the diagonal at initialisation).
+
+    Shapes: ``images[i] [B, *S, C_i]`` (concatenated on channels) -> dict
+    ``{name: [B, *S, channels]}`` (float32 logits / fields, no activation); ``S`` divisible
+    by ``2^(len(features) - 1)``.
+
+    Example:
+      >>> net = SharedEncoderMultiDecoder(heads=(("seg", 3), ("flow", 2)), features=(8, 16))
+      >>> moving = fixed = jnp.zeros((1, 16, 16, 1))
+      >>> params = net.init(jax.random.key(0), moving, fixed)
+      >>> out = net.apply(params, moving, fixed)
+      >>> out["seg"].shape, out["flow"].shape
+      ((1, 16, 16, 3), (1, 16, 16, 2))
+
+    Reference: shared encoder with task decoders as in Estienne et al., "U-ReSNet: Ultimate
+    Coupling of Registration and Segmentation with Deep Nets", MICCAI 2019; cross-stitch
+    units from Misra et al., "Cross-stitch Networks for Multi-task Learning", CVPR 2016.
+    """
+
+    heads: Sequence[tuple]
+    cross_stitch: bool = False
+    stitch_self_weight: float = 0.9
+
+    def _split(self, dec: tuple[int, ...], name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        levels = len(self.features)
+        if len(dec) < levels - 1:
+            raise ValueError(
+                f"decoder_features of head {name!r} needs at least {levels - 1} entries for "
+                f"{levels} encoder levels; got {dec}"
+            )
+        return dec[: levels - 1], dec[levels - 1 :]
+
+    @nn.compact
+    def __call__(self, *images: jnp.ndarray) -> dict[str, jnp.ndarray]:
+        if not images:
+            raise ValueError("SharedEncoderMultiDecoder needs at least one input image")
+        heads = _parse_heads(self.heads)
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample={self.upsample!r} is not one of {UPSAMPLE_MODES}")
+        default = (
+            tuple(self.features[-2::-1])
+            if self.decoder_features is None
+            else tuple(self.decoder_features)
+        )
+        widths = {name: dec if dec is not None else default for name, _, dec in heads}
+        if self.cross_stitch:
+            if len(heads) < 2:
+                raise ValueError("cross_stitch=True needs at least 2 heads")
+            if len(set(widths.values())) != 1:
+                raise ValueError(
+                    f"cross_stitch=True needs equal decoder widths for all heads; got {widths}"
+                )
+        x, ndim = concat_inputs(*images, names=[f"images[{i}]" for i in range(len(images))])
+        skips = self.make_encoder()(x)
+        decoders = {}
+        for name, _, _ in heads:
+            levels, finals = self._split(widths[name], name)
+            decoders[name] = Decoder(
+                features=levels,
+                final_features=finals,
+                convs_per_level=self.convs_per_level,
+                norm=self.norm,
+                upsample=self.upsample,
+                conv_impl=self.conv_impl,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                remat=self.remat,
+                name=f"decoder_{name}",
+            )
+        if self.cross_stitch:
+            names = [name for name, _, _ in heads]
+            ys = [skips[-1]] * len(names)
+            for j in range(len(widths[names[0]])):
+                ys = [decoders[n].stage(j, y, skips) for n, y in zip(names, ys)]
+                ys = CrossStitch(
+                    self_weight=self.stitch_self_weight,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=f"stitch{j}",
+                )(*ys)
+            feats = dict(zip(names, ys))
+        else:
+            feats = {name: decoders[name](skips) for name, _, _ in heads}
+        out = {}
+        for name, channels, _ in heads:
+            out[name] = nn.Conv(
+                channels,
+                kernel_size=(1,) * ndim,
+                dtype=jnp.float32,
+                param_dtype=jnp.float32,
+                name=f"head_{name}",
+            )(feats[name].astype(jnp.float32))
+        return out
