@@ -1,6 +1,7 @@
 """Command-line interface: ``jrs-jax COMMAND ...``.
 
 Commands:
+  demo            the main job: DeepAtlas end to end on synthetic data (no download)
   make-synthetic  write the built-in synthetic anatomy in the Learn2Reg layout
   train           train a method from a config file (``configs/*.py[:variants]``)
   register        register a NIfTI pair with a trained run
@@ -117,6 +118,20 @@ def _run_make_synthetic(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.subjects} subjects ({'x'.join(map(str, shape))}, {heldout} held out) to "
         f"{path} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(
+        out=args.out,
+        data=args.data,
+        three_d=args.three_d,
+        quick=args.quick,
+        seed=args.seed,
+        progress=not args.no_progress,
     )
     return 0
 
@@ -377,6 +392,17 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--3d", dest="three_d", action="store_true", help="use a 3-D volume")
     ex.add_argument("--seed", type=int, default=0)
     ex.set_defaults(func=_run_example)
+
+    dm = sub.add_parser(
+        "demo", help="train and evaluate DeepAtlas on synthetic data (the 10-minute tour)"
+    )
+    dm.add_argument("--out", default="jrs_demo", help="output folder (default ./jrs_demo)")
+    dm.add_argument("--data", help="a Learn2Reg-layout dataset.json instead of synthetic data")
+    dm.add_argument("--3d", dest="three_d", action="store_true", help="3-D volumes")
+    dm.add_argument("--quick", action="store_true", help="a one-minute run (small data and nets)")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dm.set_defaults(func=_run_demo)
 
     ms = sub.add_parser(
         "make-synthetic", help="write the built-in synthetic dataset (Learn2Reg layout)"

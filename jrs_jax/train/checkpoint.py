@@ -23,6 +23,7 @@ commit, so an interrupted save leaves no step that ``latest_step()`` can see.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -35,6 +36,17 @@ __all__ = ["CheckpointNotFoundError", "Checkpointer"]
 
 _STATE = "state"
 _META = "meta"
+
+
+class _SkipUntrackedMetricWarning(logging.Filter):
+    """Drop orbax's warning for checkpoints saved without metrics (train-only checkpoints are
+    meant to compete only for "latest"; BestN ignores them by design)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_SkipUntrackedMetricWarning())
 
 
 class CheckpointNotFoundError(FileNotFoundError):
