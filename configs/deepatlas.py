@@ -15,7 +15,7 @@ of losses); Adam 1e-3; 300 unsupervised registration steps, 150 Semi-DeepAtlas s
 steps, then joint rounds of 20 reg : 1 seg steps (the paper's ratio) to ``train.steps``.
 """
 
-from jrs_jax.config import parse_flags
+from jrs_jax.config import parse_flags, shrink_for_smoke, use_3d_data
 
 
 def get_config(arg=None):
@@ -79,15 +79,10 @@ def get_config(arg=None):
         cfg["optim"]["reg"]["learning_rate"] = 5e-4
         cfg["schedule"].update(reg_steps=40, seg_steps=5)
     if "3d" in flags:
-        cfg["data"].update(dataset="jrs_synthetic_3d/dataset.json", batch_size=1)
-        cfg["eval"]["batch_size"] = 1
+        use_3d_data(cfg)
     if "smoke" in flags:
-        cfg["reg_model"].update(features=[4, 8], decoder_features=[8, 4])
-        cfg["seg_model"].update(features=[4, 8], decoder_features=[8, 4])
-        cfg["data"]["batch_size"] = 2
+        shrink_for_smoke(cfg, models=("reg_model", "seg_model"), steps=8, every=4)
         cfg["schedule"].update(reg_pretrain=2, seg_pretrain=2, reg_steps=2, seg_steps=1)
-        cfg["train"].update(steps=8, log_every=1, eval_every=4, ckpt_every=4)
-        cfg["eval"].update(max_pairs=2, batch_size=2)
         if cfg["data"]["num_labelled"] > 2:
             cfg["data"]["num_labelled"] = 2
     return cfg

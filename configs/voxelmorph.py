@@ -13,7 +13,7 @@ is tuned for hundreds of epochs; on the 2-D synthetic default 1e-3 reaches the s
 few minutes of CPU time).
 """
 
-from jrs_jax.config import parse_flags
+from jrs_jax.config import parse_flags, shrink_for_smoke, use_3d_data
 
 
 def get_config(arg=None):
@@ -51,11 +51,7 @@ def get_config(arg=None):
     if "diffeo" in flags:
         cfg["model"].update(output="velocity", int_downsize=2)
     if "3d" in flags:
-        cfg["data"].update(dataset="jrs_synthetic_3d/dataset.json", batch_size=1)
-        cfg["eval"]["batch_size"] = 1
+        use_3d_data(cfg)
     if "smoke" in flags:
-        cfg["model"].update(features=[4, 8], decoder_features=[8, 4])
-        cfg["data"]["batch_size"] = 2
-        cfg["train"].update(steps=4, log_every=1, eval_every=2, ckpt_every=2)
-        cfg["eval"].update(max_pairs=2, batch_size=2)
+        shrink_for_smoke(cfg)
     return cfg

@@ -24,7 +24,15 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["ConfigError", "apply_overrides", "load_config", "parse_flags", "save_config"]
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "load_config",
+    "parse_flags",
+    "save_config",
+    "shrink_for_smoke",
+    "use_3d_data",
+]
 
 
 class ConfigError(ValueError):
@@ -171,3 +179,22 @@ def save_config(config: Mapping, path: str | os.PathLike) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def use_3d_data(config: dict) -> dict:
+    """The ``3d`` variant shared by the configs: the 3-D synthetic folder, batch size 1."""
+    config["data"].update(dataset="jrs_synthetic_3d/dataset.json", batch_size=1)
+    config["eval"]["batch_size"] = 1
+    return config
+
+
+def shrink_for_smoke(config: dict, *, models=("model",), steps: int = 4, every: int = 2) -> dict:
+    """The ``smoke`` variant shared by the configs: two-level 4/8-channel networks in the
+    ``models`` sections, batch 2, ``steps`` steps, validation and checkpoints every ``every``,
+    two evaluation pairs."""
+    for section in models:
+        config[section].update(features=[4, 8], decoder_features=[8, 4])
+    config["data"]["batch_size"] = 2
+    config["train"].update(steps=steps, log_every=1, eval_every=every, ckpt_every=every)
+    config["eval"].update(max_pairs=2, batch_size=2)
+    return config

@@ -32,6 +32,7 @@ __all__ = [
     "ConvBlock",
     "Down",
     "Up",
+    "block_settings",
     "conv_nd",
     "leaky_relu",
     "norm_layer",
@@ -62,6 +63,20 @@ def spatial_rank(x: jnp.ndarray, *, name: str = "input") -> int:
             f"shape {tuple(x.shape)}"
         )
     return ndim
+
+
+def block_settings(module: nn.Module) -> tuple[type, dict]:
+    """``(ConvBlock class, shared keywords)`` of a network with the usual fields (``remat``,
+    ``norm``, ``conv_impl``, ``dtype``, ``param_dtype``): the class is ``nn.remat(ConvBlock)``
+    when ``module.remat``."""
+    block_cls = nn.remat(ConvBlock) if module.remat else ConvBlock
+    common = dict(
+        norm=module.norm,
+        conv_impl=module.conv_impl,
+        dtype=module.dtype,
+        param_dtype=module.param_dtype,
+    )
+    return block_cls, common
 
 
 def leaky_relu(x: jnp.ndarray) -> jnp.ndarray:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ._config import concat_inputs
-from .blocks import UPSAMPLE_MODES, Conv, ConvBlock, Up, spatial_rank
+from .blocks import UPSAMPLE_MODES, Conv, Up, block_settings, spatial_rank
 from .unet import UNetConfig
 
 __all__ = ["CoAttention", "CrossStitch", "Decoder", "SharedEncoderMultiDecoder"]
@@ -205,13 +205,7 @@ class Decoder(nn.Module, kw_only=True):
     def setup(self):
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r} is not one of {UPSAMPLE_MODES}")
-        block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
-        common = dict(
-            norm=self.norm,
-            conv_impl=self.conv_impl,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        block_cls, common = block_settings(self)
         # setattr in setup registers the submodules under UNet's names (up{j}, dec{j}, ...)
         for j, f in enumerate(self.features):
             up = Up(features=f, mode=self.upsample, dtype=self.dtype, param_dtype=self.param_dtype)

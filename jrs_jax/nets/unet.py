@@ -8,7 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .blocks import DOWNSAMPLE_MODES, UPSAMPLE_MODES, ConvBlock, Down, Up, spatial_rank
+from .blocks import DOWNSAMPLE_MODES, UPSAMPLE_MODES, Down, Up, block_settings, spatial_rank
 
 __all__ = ["Encoder", "UNet", "check_divisible"]
 
@@ -100,14 +100,8 @@ class Encoder(EncoderConfig, kw_only=True):
         if self.downsample not in DOWNSAMPLE_MODES:
             raise ValueError(f"downsample={self.downsample!r} is not one of {DOWNSAMPLE_MODES}")
         check_divisible(x, len(self.features), what=type(self).__name__)
-        block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
         down_cls = nn.remat(Down) if self.remat else Down
-        common = dict(
-            norm=self.norm,
-            conv_impl=self.conv_impl,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        block_cls, common = block_settings(self)
         outs = []
         for i, f in enumerate(self.features):
             if i > 0:
@@ -166,13 +160,7 @@ class UNet(UNetConfig, kw_only=True):
             raise ValueError(f"upsample={self.upsample!r} is not one of {UPSAMPLE_MODES}")
         dec = self._decoder_features()
         skips = self.make_encoder()(x)
-        block_cls = nn.remat(ConvBlock) if self.remat else ConvBlock
-        common = dict(
-            norm=self.norm,
-            conv_impl=self.conv_impl,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        block_cls, common = block_settings(self)
         levels = len(self.features)
         y = skips[-1]
         for j in range(levels - 1):
