@@ -36,8 +36,15 @@ def get_config(arg=None):
             "features": [16, 32, 32, 32],
             "decoder_features": [32, 32, 32, 16, 16],
             "output": "displacement",
+            "dtype": "float32",
+            "remat": False,
         },
-        "seg_model": {"features": [16, 32, 32, 32], "decoder_features": [32, 32, 16, 16]},
+        "seg_model": {
+            "features": [16, 32, 32, 32],
+            "decoder_features": [32, 32, 16, 16],
+            "dtype": "float32",
+            "remat": False,
+        },
         "loss": {
             "similarity": "local_ncc",
             "similarity_kwargs": {"window": 9, "convention": "voxelmorph"},

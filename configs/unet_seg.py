@@ -19,7 +19,12 @@ def get_config(arg=None):
             "num_classes": None,
             "batch_size": 4,
         },
-        "model": {"features": [16, 32, 32, 32], "decoder_features": [32, 32, 16, 16]},
+        "model": {
+            "features": [16, 32, 32, 32],
+            "decoder_features": [32, 32, 16, 16],
+            "dtype": "float32",
+            "remat": False,
+        },
         "loss": {"dice_weight": 1.0, "ce_weight": 1.0},
         "optim": {"name": "adam", "learning_rate": 1e-3},
         "train": {"steps": 1000, "log_every": 20, "eval_every": 250, "ckpt_every": 250, "keep": 2},

@@ -33,6 +33,8 @@ def get_config(arg=None):
             "output": "displacement",
             "integration_steps": 7,
             "int_downsize": 1,
+            "dtype": "float32",  # compute dtype; "bfloat16" keeps float32 params and heads
+            "remat": False,  # rematerialise each U-Net level (less activation memory)
         },
         "loss": {
             "similarity": "local_ncc",

@@ -116,3 +116,15 @@ def test_voxelmorph_dice_variant_needs_two_labelled_subjects(dataset_json):
     one = ds.split_labelled(1, key_or_seed=0)
     with pytest.raises(ValueError, match="at least 2 labelled training subjects"):
         method.sample_batch(one, 0)
+
+
+def test_bfloat16_compute_and_remat_from_the_config(dataset_json):
+    cfg, ds = _resolved(
+        "voxelmorph", "smoke", dataset_json, "model.dtype=bfloat16", "model.remat=true"
+    )
+    method = experiment.build_method(cfg)
+    state = method.init(jax.random.key(0))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["reg"].params))
+    new, metrics = method.train_step(state, method.sample_batch(ds, 0), jax.random.key(1), 0)
+    assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new["reg"].params))
