@@ -15,7 +15,7 @@ and reports registration Dice on held-out pairs, segmentation Dice on held-out s
 steps as its DeepAtlas counterpart (the baselines are not short-changed). Writes
 ``benchmarks/results/deepatlas_table.md`` / ``.json`` and ``deepatlas_table.png``.
 
-    python benchmarks/deepatlas_table.py          # the full table (about an hour, 2 CPU cores)
+    python benchmarks/deepatlas_table.py          # the full table (~15 min on 2 CPU cores)
     python benchmarks/deepatlas_table.py --quick  # a few minutes, small nets: smoke only
 """
 
@@ -69,6 +69,22 @@ def _train(cfg: dict, workdir: str) -> tuple[dict, float, list[dict]]:
     return res["evaluation"], res["train_seconds"], read_log(os.path.join(workdir, "metrics.jsonl"))
 
 
+SHORT = {
+    "reg_unsup": "reg alone",
+    "reg_labels": "reg + N labels",
+    "seg_alone": "seg alone",
+    "semi": "Semi-DeepAtlas",
+    "deepatlas": "DeepAtlas",
+}
+
+
+def update_counts(args) -> tuple[int, int]:
+    """Updates of DeepAtlas' F_R and F_S over the whole run (pretraining + joint rounds)."""
+    period = args.reg_steps + args.seg_steps
+    joint_reg = (args.joint // period) * args.reg_steps + min(args.joint % period, args.reg_steps)
+    return args.reg_pretrain + joint_reg, args.seg_pretrain + args.joint - joint_reg
+
+
 def run(args) -> list[dict]:
     from jrs_jax.data import write_learn2reg_dataset
 
@@ -84,8 +100,7 @@ def run(args) -> list[dict]:
             num_val_pairs=args.heldout * (args.heldout - 1),
         )
     da_steps = args.reg_pretrain + args.seg_pretrain + args.joint
-    reg_steps = args.reg_pretrain + round(args.joint * 20 / 21)  # the DeepAtlas F_R's steps
-    seg_steps = args.seg_pretrain + args.joint - round(args.joint * 20 / 21)
+    reg_steps, seg_steps = update_counts(args)
     common = {"data.dataset": data, "train.log_every": 50}
     small = {}
     if args.quick:
@@ -115,6 +130,8 @@ def run(args) -> list[dict]:
                     "data.num_labelled": n,
                     "schedule.reg_pretrain": args.reg_pretrain,
                     "schedule.seg_pretrain": args.seg_pretrain,
+                    "schedule.reg_steps": args.reg_steps,
+                    "schedule.seg_steps": args.seg_steps,
                     "train.eval_every": args.reg_pretrain + args.seg_pretrain,
                 },
             )
@@ -206,14 +223,14 @@ def figure(records: list[dict], labelled, path: str) -> None:
         width = 0.8 / len(labelled)
         for i, n in enumerate(labelled):
             means, stds, names = [], [], []
-            for key, label in ROWS:
+            for key, _label in ROWS:
                 vals = [
                     r.get(metric)
                     for r in records
                     if r["row"] == key and (r["n"] == n or key == "reg_unsup")
                 ]
                 vals = [v for v in vals if v is not None and np.isfinite(v)]
-                names.append(label.replace(" (", "\n("))
+                names.append(SHORT[key])
                 means.append(np.mean(vals) if vals else np.nan)
                 stds.append(np.std(vals) if vals else 0)
             x = np.arange(len(ROWS)) + i * width
@@ -233,9 +250,11 @@ def main() -> None:
     p.add_argument("--shape", type=int, nargs="+", default=[64, 64])
     p.add_argument("--subjects", type=int, default=20)
     p.add_argument("--heldout", type=int, default=4)
-    p.add_argument("--reg-pretrain", type=int, default=400)
-    p.add_argument("--seg-pretrain", type=int, default=200)
-    p.add_argument("--joint", type=int, default=1050)
+    p.add_argument("--reg-pretrain", type=int, default=300)
+    p.add_argument("--seg-pretrain", type=int, default=150)
+    p.add_argument("--joint", type=int, default=840)
+    p.add_argument("--reg-steps", type=int, default=20, help="joint stage: reg steps per round")
+    p.add_argument("--seg-steps", type=int, default=1, help="joint stage: seg steps per round")
     p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "deepatlas_table"))
     p.add_argument("--out", default=os.path.join(HERE, "results", "deepatlas_table"))
     p.add_argument("--quick", action="store_true", help="tiny nets and steps (smoke)")
@@ -247,12 +266,15 @@ def main() -> None:
     t0 = time.perf_counter()
     records = run(args)
     text, _ = table(records, args.labelled)
+    reg_steps, seg_steps = update_counts(args)
     header = (
         f"# DeepAtlas comparison on the synthetic anatomy ({'x'.join(map(str, args.shape))}, "
         f"{args.subjects} subjects, {args.heldout} held out; seeds {args.seeds})\n\n"
         f"Steps: registration {args.reg_pretrain} pretrain + joint, segmentation "
-        f"{args.seg_pretrain} pretrain + joint, joint {args.joint} at 20 reg : 1 seg. "
-        f"Command: `python benchmarks/deepatlas_table.py{' --quick' if args.quick else ''}` "
+        f"{args.seg_pretrain} pretrain + joint, joint {args.joint} at {args.reg_steps} reg : "
+        f"{args.seg_steps} seg (every baseline gets as many updates as its DeepAtlas "
+        f"counterpart: registration {reg_steps}, segmentation {seg_steps}). "
+        f"Command: `python benchmarks/deepatlas_table.py {' '.join(sys.argv[1:])}` "
         f"({time.perf_counter() - t0:.0f} s).\n\n"
     )
     write_results(args.out, records, header + text)
