@@ -415,11 +415,14 @@ def _user_error(capsys, argv, *needles) -> str:
 def test_resume_finished_run_is_a_no_op(seg_run, dataset, capsys):
     run, _ = seg_run
     steps_before = sorted(os.listdir(run / "checkpoints"))
+    results_before = json.loads((run / "results.json").read_text())
     rc = cli.main([str(a) for a in _train_argv(SEG + ":smoke", dataset, run, "--resume")])
     assert rc == 0, capsys.readouterr().err
     assert "(4 steps" in capsys.readouterr().out
     assert sorted(os.listdir(run / "checkpoints")) == steps_before
-    assert json.loads((run / "results.json").read_text())["steps"] == 4
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 4
+    assert results["val/seg_dice"] == results_before["val/seg_dice"]  # re-evaluated, same model
     train = [r for r in _read_jsonl(run / "metrics.jsonl") if r["split"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4]
 

@@ -218,6 +218,8 @@ def fit(
                 ckpt.save(done, state, metrics=metrics_for_best, extra=extra)
                 last_saved = done
         bar.close()
+        if not val and evaluate is not None:  # e.g. resuming a finished run: report it anyway
+            val = {k: float(v) for k, v in evaluate(state).items()}
         ckpt.wait_until_finished()
         return {
             "state": state,
