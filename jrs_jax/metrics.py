@@ -76,7 +76,9 @@ def _resolve_labels(pred: np.ndarray, target: np.ndarray, labels) -> list:
     return [_label_key(v) for v in np.atleast_1d(np.asarray(labels)).ravel()]
 
 
-def dice_per_label(pred, target, *, labels: Sequence[int] | None = None) -> dict:
+def dice_per_label(
+    pred, target, *, labels: Sequence[int] | None = None, missing: str = "nan"
+) -> dict:
     """Dice overlap per label, ``NaN`` where the label is absent from either map (Learn2Reg).
 
     ``Dice_l = 2 |P_l ∩ T_l| / (|P_l| + |T_l|)`` with ``P_l = (pred == l)`` and
@@ -91,6 +93,9 @@ def dice_per_label(pred, target, *, labels: Sequence[int] | None = None) -> dict
       pred: label map ``[*S]`` (e.g. the warped moving segmentation), numpy or JAX.
       target: label map ``[*S]`` (e.g. the fixed segmentation).
       labels: labels to score; ``None`` = union of the non-zero labels present in either map.
+      missing: ``"nan"`` (Learn2Reg) or ``"zero"``: a label present in only one of the two maps
+        scores 0 (``NaN`` only when absent from both). Use ``"zero"`` to score predictions,
+        where a structure the model failed to predict must count as a miss.
 
     Returns:
       ``{label: dice}`` (Python floats in [0, 1] or ``NaN``), ordered as ``labels`` (ascending when
@@ -104,14 +109,18 @@ def dice_per_label(pred, target, *, labels: Sequence[int] | None = None) -> dict
 
     Reference: MDL-UzL/L2R ``evaluation/utils.py::compute_dice``.
     """
+    if missing not in ("nan", "zero"):
+        raise ValueError(f"missing must be 'nan' or 'zero'; got {missing!r}")
     pred, target = _label_pair(pred, target)
     out = {}
     for lab in _resolve_labels(pred, target, labels):
         p = pred == lab
         t = target == lab
         n_p, n_t = int(p.sum()), int(t.sum())
-        if n_p == 0 or n_t == 0:
+        if n_p == 0 and n_t == 0:
             out[lab] = float("nan")
+        elif n_p == 0 or n_t == 0:
+            out[lab] = float("nan") if missing == "nan" else 0.0
         else:
             out[lab] = float(2.0 * np.logical_and(p, t).sum() / (n_p + n_t))
     return out
@@ -124,13 +133,14 @@ def _nanmean(values) -> float:
     return float(np.nanmean(values))
 
 
-def mean_dice(pred, target, *, labels: Sequence[int] | None = None) -> float:
+def mean_dice(pred, target, *, labels: Sequence[int] | None = None, missing: str = "nan") -> float:
     """Mean Dice over labels, ignoring ``NaN`` (absent) labels — Learn2Reg's ``np.nanmean``.
 
     Args:
       pred: label map ``[*S]``.
       target: label map ``[*S]``.
       labels: labels to average; ``None`` = union of non-zero labels present in either map.
+      missing: as :func:`dice_per_label` (``"zero"``: a label missing from one map scores 0).
 
     Returns:
       Python float; ``NaN`` if no label could be scored.
@@ -141,7 +151,7 @@ def mean_dice(pred, target, *, labels: Sequence[int] | None = None) -> float:
 
     Reference: MDL-UzL/L2R ``evaluation/utils.py::compute_dice``.
     """
-    return _nanmean(dice_per_label(pred, target, labels=labels).values())
+    return _nanmean(dice_per_label(pred, target, labels=labels, missing=missing).values())
 
 
 # --------------------------------------------------------------------------------------------

@@ -489,3 +489,17 @@ def test_field_shape_checks():
         non_diffeomorphic_volume(np.zeros((2, 5, 5, 3)))  # spatial size < 3
     with pytest.raises(ValueError):
         folding_fraction(np.zeros((5, 5, 5, 3)), mask=np.ones((4, 4, 4)))
+
+
+def test_dice_missing_zero_scores_unpredicted_structures_as_misses():
+    pred = np.zeros((4, 4), int)
+    pred[0, 0] = 1
+    target = np.zeros((4, 4), int)
+    target[0, 0] = 1
+    target[3, 3] = 2
+    assert dice_per_label(pred, target, missing="zero") == {1: 1.0, 2: 0.0}
+    assert mean_dice(pred, target, missing="zero") == 0.5
+    assert mean_dice(pred, target) == 1.0  # Learn2Reg semantics ignore label 2
+    assert np.isnan(dice_per_label(pred, target, labels=[3], missing="zero")[3])
+    with pytest.raises(ValueError, match="missing"):
+        dice_per_label(pred, target, missing="ignore")

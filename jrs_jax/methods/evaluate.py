@@ -3,10 +3,12 @@
 Registration is evaluated on the dataset's validation pairs (Learn2Reg
 ``registration_val``; all ordered pairs of held-out subjects when it has none): the moving
 label map is warped with nearest-neighbour lookup (Learn2Reg's ``order=0``) and compared to
-the fixed labels with :func:`jrs_jax.metrics.mean_dice` (foreground labels, absent labels
-ignored); the identity row is the Dice before registration. Field regularity: % of voxels
-with ``det J <= 0`` (central differences) and Learn2Reg's ``sdlogj``. Segmentation is
-evaluated on the labelled held-out subjects (argmax of the logits).
+the fixed labels with :func:`jrs_jax.metrics.mean_dice` over the foreground labels; a label
+in only one of the two maps scores 0 (as Learn2Reg scores a structure warped out of view).
+The identity row is the Dice before registration. Field regularity: % of voxels with
+``det J <= 0`` (central differences) and Learn2Reg's ``sdlogj``. Segmentation is evaluated
+on the labelled held-out subjects (argmax of the logits; a structure never predicted
+scores 0).
 """
 
 from __future__ import annotations
@@ -102,8 +104,10 @@ def evaluate(
                 row = {
                     "fixed": dataset.subjects[f].name,
                     "moving": dataset.subjects[m].name,
-                    "dice_identity": metrics.mean_dice(b["moving_labels"][j], b["fixed_labels"][j]),
-                    "dice": metrics.mean_dice(warped[j], b["fixed_labels"][j]),
+                    "dice_identity": metrics.mean_dice(
+                        b["moving_labels"][j], b["fixed_labels"][j], missing="zero"
+                    ),
+                    "dice": metrics.mean_dice(warped[j], b["fixed_labels"][j], missing="zero"),
                     "folding_percent": metrics.folding_fraction(disp[j]),
                     "sdlogj": float(metrics.sdlogj(disp[j])),
                 }
@@ -130,7 +134,7 @@ def evaluate(
             for j, i in enumerate(subs[sl]):
                 row = {
                     "subject": dataset.subjects[i].name,
-                    "dice": metrics.mean_dice(pred[j], b["labels"][j]),
+                    "dice": metrics.mean_dice(pred[j], b["labels"][j], missing="zero"),
                 }
                 if surface:
                     row["hd95"] = _mean_hd95(pred[j], b["labels"][j], spacing)
