@@ -87,25 +87,12 @@ def _dataset(out: str, data: str | None, three_d: bool, quick: bool, seed: int) 
 
 
 def _run(config: dict, workdir: str, progress: bool) -> dict:
-    from . import experiment
-    from .train import Checkpointer
+    from .experiment import train_or_reuse
 
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    done = None
-    if os.path.isdir(ckpt_dir):
-        with Checkpointer(ckpt_dir) as ck:
-            done = ck.latest_step()
-    results = os.path.join(workdir, "results.json")
-    if done == config["train"]["steps"] and os.path.exists(results):
-        with open(results) as f:
-            saved = json.load(f)
+    out = train_or_reuse(config, workdir=workdir, progress=progress)
+    if out["reused"]:
         print(f"{config['method']}: reusing the finished run in {workdir}")
-        return {
-            "evaluation": {k: v for k, v in saved.items() if k.startswith("val/")},
-            "train_seconds": saved.get("train_seconds", 0.0),
-            "workdir": workdir,
-        }
-    return experiment.train(config, workdir=workdir, resume=done is not None, progress=progress)
+    return out
 
 
 def _table(da: dict, seg: dict) -> list[tuple[str, str]]:

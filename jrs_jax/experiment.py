@@ -27,7 +27,15 @@ from .methods import Method, evaluate, evaluation_pairs, get_method, pair_batch
 from .train import Checkpointer, variables
 from .train.loop import fit, read_log
 
-__all__ = ["build_method", "load_dataset", "load_run", "resolve_config", "train", "write_figures"]
+__all__ = [
+    "build_method",
+    "load_dataset",
+    "load_run",
+    "resolve_config",
+    "train",
+    "train_or_reuse",
+    "write_figures",
+]
 
 
 def load_dataset(config: dict) -> Dataset:
@@ -207,6 +215,35 @@ def train(
     result["evaluation"] = summary
     result["method"] = method
     return result
+
+
+def train_or_reuse(
+    config: dict, *, workdir: str | os.PathLike, progress: bool = True, figures: bool = True
+) -> dict:
+    """:func:`train`, except that a finished run in ``workdir`` (its last checkpoint at
+    ``train.steps`` and a ``results.json``) is reused without rebuilding anything, and an
+    unfinished one is resumed. Returns ``{"evaluation", "train_seconds", "workdir",
+    "reused"}`` (plus :func:`train`'s keys when it trained)."""
+    workdir = os.path.abspath(os.fspath(workdir))
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    done = None
+    if os.path.isdir(ckpt_dir):
+        with Checkpointer(ckpt_dir) as ck:
+            done = ck.latest_step()
+    results = os.path.join(workdir, "results.json")
+    if done == int(config["train"]["steps"]) and os.path.exists(results):
+        with open(results) as f:
+            saved = json.load(f)
+        return {
+            "evaluation": {k: v for k, v in saved.items() if k.startswith("val/")},
+            "train_seconds": float(saved.get("train_seconds", 0.0)),
+            "workdir": workdir,
+            "reused": True,
+        }
+    out = train(
+        config, workdir=workdir, resume=done is not None, progress=progress, figures=figures
+    )
+    return {**out, "reused": False}
 
 
 def load_run(path: str | os.PathLike, *, step: int | str = "best") -> tuple[Method, dict, dict]:

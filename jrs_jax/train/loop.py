@@ -21,7 +21,6 @@ and ``checkpoints/`` (orbax; the last ``keep`` plus the best by ``best_metric``)
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import numpy as np
 
 from .checkpoint import Checkpointer
 from .parallel import data_mesh, replicate, shard_batch
+from .steps import non_finite
 
 __all__ = ["TrainingDiverged", "fit", "read_log"]
 
@@ -68,10 +68,6 @@ def _append(path: str, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
-
-
-def _non_finite(values: dict[str, float]) -> list[str]:
-    return [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
 
 
 def _fmt(values: dict[str, Any], limit: int = 4) -> dict[str, str]:
@@ -180,7 +176,7 @@ def fit(
             values = {k: float(v) for k, v in jax.device_get(metrics).items()}
             if first_step_s is None:
                 first_step_s = time.perf_counter() - t0
-            bad = _non_finite(values)
+            bad = non_finite(values)
             if bad:
                 ckpt.wait_until_finished()
                 where = (

@@ -38,7 +38,15 @@ import optax
 
 from .state import NetState
 
-__all__ = ["Alternating", "LossFn", "check_finite", "ema_update", "make_update", "variables"]
+__all__ = [
+    "Alternating",
+    "LossFn",
+    "check_finite",
+    "ema_update",
+    "make_update",
+    "non_finite",
+    "variables",
+]
 
 LossFn = Callable[[dict, Any, jax.Array], tuple[jax.Array, dict]]
 
@@ -120,16 +128,25 @@ def ema_update(average: Any, new: Any, *, decay: float | jax.Array) -> Any:
     return jax.tree.map(lambda a, b: a * decay + b.astype(a.dtype) * (1 - decay), average, new)
 
 
+def non_finite(metrics: Mapping[str, Any], *, names: Sequence[str] = ()) -> list[str]:
+    """``["name=value", ...]`` for the metrics (default: all) holding a NaN or Inf.
+
+    Host-side; blocks on the values.
+    """
+    bad = []
+    for k in names or metrics:
+        v = np.asarray(jax.device_get(metrics[k]), np.float64).ravel()
+        if not np.all(np.isfinite(v)):
+            bad.append(f"{k}={v[~np.isfinite(v)][0]}")
+    return bad
+
+
 def check_finite(metrics: Mapping[str, Any], *, step: int, names: Sequence[str] = ()) -> None:
     """Raise ``FloatingPointError`` naming the step and the terms if a metric is NaN or Inf.
 
     ``names``: metrics to check (default: all). Host-side; blocks on the values.
     """
-    bad = []
-    for k in names or metrics:
-        v = np.asarray(jax.device_get(metrics[k]), np.float64)
-        if not np.all(np.isfinite(v)):
-            bad.append(f"{k}={v.ravel()[~np.isfinite(v.ravel())][0]}")
+    bad = non_finite(metrics, names=names)
     if bad:
         raise FloatingPointError(f"non-finite loss at step {step}: {', '.join(bad)}")
 
