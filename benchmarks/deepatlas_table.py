@@ -85,6 +85,7 @@ def run(args) -> list[dict]:
 
     out = args.workdir
     data = os.path.join(out, "data", "dataset.json")
+    settings = {"label_means": args.label_means} if args.label_means else {}
     if not os.path.exists(data):
         write_learn2reg_dataset(
             os.path.join(out, "data"),
@@ -93,6 +94,13 @@ def run(args) -> list[dict]:
             num_subjects=args.subjects,
             num_heldout=args.heldout,
             num_val_pairs=args.heldout * (args.heldout - 1),
+            **settings,
+        )
+    with open(data) as f:
+        found = json.load(f)["jrs_jax"]["subject_settings"]
+    if found != settings:
+        raise SystemExit(
+            f"{data} was generated with {found}, not {settings}: use another --workdir"
         )
     da_steps = args.reg_pretrain + args.seg_pretrain + args.joint
     reg_steps, seg_steps = update_counts(args)
@@ -252,6 +260,13 @@ def main() -> None:
     p.add_argument("--seg-steps", type=int, default=1, help="joint stage: seg steps per round")
     p.add_argument("--workdir", default=os.path.join(ROOT, "runs", "deepatlas_table"))
     p.add_argument("--out", default=os.path.join(HERE, "results", "deepatlas_table"))
+    p.add_argument(
+        "--label-means",
+        type=float,
+        nargs="+",
+        help="synthetic mean intensity per class (equal means hide a boundary: "
+        "0.05 0.35 0.8 0.6 0.6 hides the 3 | 4 boundary)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny nets and steps (smoke)")
     args = p.parse_args()
     if args.quick:
@@ -264,7 +279,9 @@ def main() -> None:
     reg_steps, seg_steps = update_counts(args)
     header = (
         f"# DeepAtlas comparison on the synthetic anatomy ({'x'.join(map(str, args.shape))}, "
-        f"{args.subjects} subjects, {args.heldout} held out; seeds {args.seeds})\n\n"
+        f"{args.subjects} subjects, {args.heldout} held out; seeds {args.seeds}"
+        + (f"; label means {args.label_means}" if args.label_means else "")
+        + ")\n\n"
         f"Steps: registration {args.reg_pretrain} pretrain + joint, segmentation "
         f"{args.seg_pretrain} pretrain + joint, joint {args.joint} at {args.reg_steps} reg : "
         f"{args.seg_steps} seg (every baseline gets as many updates as its DeepAtlas "

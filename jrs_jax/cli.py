@@ -114,6 +114,7 @@ def _run_make_synthetic(args: argparse.Namespace) -> int:
         num_heldout=heldout,
         num_val_pairs=heldout * (heldout - 1),
         num_labels=args.labels,
+        **({"label_means": args.label_means} if args.label_means else {}),
     )
     print(
         f"wrote {args.subjects} subjects ({'x'.join(map(str, shape))}, {heldout} held out) to "
@@ -423,6 +424,13 @@ def _parser() -> argparse.ArgumentParser:
         "--heldout", type=int, default=None, help="held-out subjects (default max(2, N/5))"
     )
     ms.add_argument("--labels", type=int, default=4, help="foreground structures (default 4)")
+    ms.add_argument(
+        "--label-means",
+        type=float,
+        nargs="+",
+        help="mean intensity per class 0..labels (equal means hide a boundary; e.g. "
+        "0.05 0.35 0.8 0.6 0.6 hides 3 | 4)",
+    )
     ms.add_argument("--seed", type=int, default=0)
     ms.set_defaults(func=_run_make_synthetic)
 

@@ -183,6 +183,19 @@ def test_make_synthetic_writes_dataset(synth):
         assert (ds / entry["image"]).is_file()
 
 
+def test_make_synthetic_label_means(tmp_path, capsys):
+    """``--label-means`` reaches the renderer and is recorded; a wrong count is a user error."""
+    ds = tmp_path / "hidden"
+    argv = ["make-synthetic", "--out", ds, "--shape", "32", "32", "--subjects", "4"]
+    means = ["0.05", "0.35", "0.8", "0.6", "0.6"]
+    assert cli.main([str(a) for a in [*argv, "--label-means", *means]]) == 0
+    meta = json.loads((ds / "dataset.json").read_text())
+    assert meta["jrs_jax"]["subject_settings"] == {"label_means": [0.05, 0.35, 0.8, 0.6, 0.6]}
+    capsys.readouterr()
+    bad = [*argv, "--out", tmp_path / "bad", "--label-means", "0.1", "0.2"]
+    _user_error(capsys, bad, "label_means")
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -194,6 +194,7 @@ def _base_means(num_classes: int) -> np.ndarray:
 def _subjects_impl(
     key,
     template,
+    base_means,
     amplitude,
     intensity_jitter,
     bias,
@@ -217,7 +218,7 @@ def _subjects_impl(
     tmpl = jnp.broadcast_to(template[None], (n, *shape))
     labels = warp_labels(tmpl, u, num_classes=num_classes, mode="nearest")
 
-    means = jnp.asarray(_base_means(num_classes))[None] + intensity_jitter * jax.random.normal(
+    means = base_means[None] + intensity_jitter * jax.random.normal(
         k_mean, (n, num_classes), jnp.float32
     )
     onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [N, *S, K]
@@ -245,6 +246,7 @@ def make_subjects(
     noise: float = 0.02,
     blur_sigma: float = 0.7,
     steps: int = 7,
+    label_means: Sequence[float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Draw subjects from ``template`` by random diffeomorphisms and render their images.
 
@@ -256,6 +258,13 @@ def make_subjects(
     multiplicative bias ``exp(b)`` with ``b`` a smooth field of standard deviation ``bias``
     (control points every ``bias_spacing`` voxels, default ``max(S) // 2``), plus Gaussian
     noise of standard deviation ``noise``. Values lie roughly in ``[0, 1]`` (not clipped).
+
+    ``label_means`` replaces the base means. Giving two touching structures the same mean
+    makes their boundary invisible in the image, as for many real structures (hippocampus /
+    amygdala, left / right halves): image similarity can no longer align it and a
+    segmenter must infer it from shape, which is where labels and atlases carry information
+    the image does not. E.g. ``label_means=(0.05, 0.35, 0.8, 0.6, 0.6)`` hides the 3 | 4
+    boundary of the default template.
 
     Direction: ``disp[i]`` pulls the template onto subject ``i``; ``disp_inv[i]`` pulls
     subject ``i`` back to the template (``warp(images[i], disp_inv[i])`` is in template space);
@@ -273,6 +282,8 @@ def make_subjects(
       noise: standard deviation of the additive Gaussian noise.
       blur_sigma: partial-volume blur in voxels (0 = none).
       steps: scaling-and-squaring steps.
+      label_means: mean intensity of each class ``0..K-1`` (``K`` values; default: fixed,
+        well-separated means, touching structures contrasted).
 
     Returns:
       numpy dict: ``images`` float32 ``[N, *S, 1]``, ``labels`` int32 ``[N, *S]``, ``disp``
@@ -293,15 +304,26 @@ def make_subjects(
     if int(num_subjects) < 1:
         raise ValueError(f"num_subjects must be >= 1; got {num_subjects}")
     shape = template.shape
+    num_classes = int(template.max()) + 1
+    if label_means is None:
+        means = _base_means(num_classes)
+    else:
+        means = np.asarray(label_means, np.float32)
+        if means.shape != (num_classes,) or not np.all(np.isfinite(means)):
+            raise ValueError(
+                f"label_means must hold one finite value per class 0..{num_classes - 1} "
+                f"({num_classes} values); got {list(np.ravel(label_means))}"
+            )
     img, lab, u, u_inv = _subjects_impl(
         key,
         jnp.asarray(template, jnp.int32),
+        jnp.asarray(means),
         jnp.float32(amplitude),
         jnp.float32(intensity_jitter),
         jnp.float32(bias),
         jnp.float32(noise),
         num_subjects=int(num_subjects),
-        num_classes=int(template.max()) + 1,
+        num_classes=num_classes,
         control_spacing=int(control_spacing),
         bias_spacing=int(bias_spacing) if bias_spacing is not None else max(4, max(shape) // 2),
         blur_sigma=float(blur_sigma),

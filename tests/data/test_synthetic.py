@@ -148,6 +148,35 @@ def test_intensity_contrast(population):
         assert between > 4 * within, (between, within)
 
 
+def test_label_means_hide_a_boundary():
+    """Equal means for the touching structures 3 and 4 make their boundary invisible.
+
+    Same key: identical labels and fields (only the rendering changes); without noise the
+    image is then constant across the 3 | 4 boundary up to the blur of the other structures
+    and the bias field, and its mean is the requested one on both sides.
+    """
+    template = make_template(jax.random.PRNGKey(0), (32, 32))
+    means = (0.05, 0.35, 0.8, 0.6, 0.6)
+    kw = dict(num_subjects=2, noise=0.0, bias=0.0, intensity_jitter=0.0, blur_sigma=0.0)
+    plain = make_subjects(jax.random.PRNGKey(1), template, **kw)
+    hidden = make_subjects(jax.random.PRNGKey(1), template, label_means=means, **kw)
+    for key in ("labels", "disp", "disp_inv"):
+        np.testing.assert_array_equal(plain[key], hidden[key])
+    for img, lab in zip(hidden["images"][..., 0], hidden["labels"]):
+        for k, m in enumerate(means):
+            np.testing.assert_allclose(img[lab == k], m, atol=1e-6)
+    # the default rendering contrasts 3 and 4 (>= 0.3 apart)
+    img, lab = plain["images"][0, ..., 0], plain["labels"][0]
+    assert abs(img[lab == 3].mean() - img[lab == 4].mean()) > 0.3
+
+
+def test_label_means_validated():
+    template = make_template(jax.random.PRNGKey(0), (32, 32))
+    for bad in ((0.1, 0.2), (0.1, 0.2, 0.3, 0.4, float("nan"))):
+        with pytest.raises(ValueError, match="label_means"):
+            make_subjects(jax.random.PRNGKey(1), template, num_subjects=1, label_means=bad)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError):
         make_template(jax.random.PRNGKey(0), (32,))
