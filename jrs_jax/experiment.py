@@ -217,12 +217,30 @@ def train(
     return result
 
 
+def config_differences(requested: dict, saved: dict, prefix: str = "") -> list[str]:
+    """Dotted keys where ``saved`` (a run's resolved ``config.json``) is not ``requested``.
+
+    Keys ``requested`` leaves ``None`` (filled in by :func:`resolve_config`) and keys only
+    ``saved`` has are not differences; tuples equal lists (JSON).
+    """
+    out = []
+    for k, want in requested.items():
+        name = f"{prefix}{k}"
+        have = saved.get(k) if isinstance(saved, dict) else None
+        if isinstance(want, dict):
+            out += config_differences(want, have if isinstance(have, dict) else {}, name + ".")
+        elif want is not None and json.loads(json.dumps(want)) != have:
+            out.append(name)
+    return out
+
+
 def train_or_reuse(
     config: dict, *, workdir: str | os.PathLike, progress: bool = True, figures: bool = True
 ) -> dict:
     """:func:`train`, except that a finished run in ``workdir`` (its last checkpoint at
     ``train.steps`` and a ``results.json``) is reused without rebuilding anything, and an
-    unfinished one is resumed. Returns ``{"evaluation", "train_seconds", "workdir",
+    unfinished one is resumed (a run of a different config is an error, see
+    :func:`config_differences`). Returns ``{"evaluation", "train_seconds", "workdir",
     "reused"}`` (plus :func:`train`'s keys when it trained)."""
     workdir = os.path.abspath(os.fspath(workdir))
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -232,6 +250,13 @@ def train_or_reuse(
             done = ck.latest_step()
     results = os.path.join(workdir, "results.json")
     if done == int(config["train"]["steps"]) and os.path.exists(results):
+        with open(os.path.join(workdir, "config.json")) as f:
+            differ = config_differences(config, json.load(f))
+        if differ:
+            raise ValueError(
+                f"{workdir} holds a finished run of another config (differs in "
+                f"{', '.join(differ)}); use another workdir or delete that one"
+            )
         with open(results) as f:
             saved = json.load(f)
         return {

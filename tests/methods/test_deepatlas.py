@@ -72,8 +72,11 @@ def test_schedule_longer_than_training_is_an_error(setup):
         DeepAtlas(cfg, shape=(16, 16), num_classes=5)
 
 
-def test_segmentation_loss_follows_the_four_cases(setup):
-    _, ds, method, state, _ = setup
+@pytest.mark.parametrize("supervised", ["dice_ce", "dice"])
+def test_segmentation_loss_follows_the_four_cases(setup, supervised):
+    cfg, ds, _, state, _ = setup
+    assert cfg["loss"]["supervised"] == "dice_ce"  # the default
+    method = experiment.build_method(apply_overrides(cfg, [f"loss.supervised={supervised!r}"]))
     batch = _batch(ds, method, [0, 1, 2, 3])
     v = variables(state)
     total, parts = method.seg_loss(v, batch, jax.random.key(0))
@@ -87,11 +90,20 @@ def test_segmentation_loss_follows_the_four_cases(setup):
     def dice(a, b):
         return losses.soft_dice(a, b)
 
+    def sup(logits, labels):  # L_sp: soft Dice (+ cross-entropy), per example
+        loss = dice(jax.nn.softmax(logits), jax.nn.one_hot(labels, k))
+        if supervised == "dice_ce":
+            logp = jax.nn.log_softmax(logits)
+            onehot = jax.nn.one_hot(labels, k)
+            loss = loss - jnp.mean(jnp.sum(onehot * logp, -1), axis=tuple(range(1, labels.ndim)))
+        return loss
+
     w = lambda p: warp_labels(p, disp, num_classes=k)
+    ym, yf = batch["moving_labels"], batch["fixed_labels"]
     expected = [
-        3.0 * dice(pm, sm)[0],  # both labelled: supervised on the moving image only
-        2.0 * dice(w(pm), sf)[1] + 3.0 * dice(pf, sf)[1],  # moving unlabelled
-        2.0 * dice(w(sm), pf)[2] + 3.0 * dice(pm, sm)[2],  # fixed unlabelled
+        3.0 * sup(lm, ym)[0],  # both labelled: supervised on the moving image only
+        2.0 * dice(w(pm), sf)[1] + 3.0 * sup(lf, yf)[1],  # moving unlabelled
+        2.0 * dice(w(sm), pf)[2] + 3.0 * sup(lm, ym)[2],  # fixed unlabelled
         0.0,  # none labelled
     ]
     np.testing.assert_allclose(total, np.mean(expected), rtol=1e-5)
