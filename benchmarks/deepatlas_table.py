@@ -75,9 +75,17 @@ SHORT = {
 
 def update_counts(args) -> tuple[int, int]:
     """Updates of DeepAtlas' F_R and F_S over the whole run (pretraining + joint rounds)."""
-    period = args.reg_steps + args.seg_steps
-    joint_reg = (args.joint // period) * args.reg_steps + min(args.joint % period, args.reg_steps)
-    return args.reg_pretrain + joint_reg, args.seg_pretrain + args.joint - joint_reg
+    from jrs_jax.methods import update_counts as counts
+
+    schedule = {
+        "reg_pretrain": args.reg_pretrain,
+        "seg_pretrain": args.seg_pretrain,
+        "reg_steps": args.reg_steps,
+        "seg_steps": args.seg_steps,
+    }
+    steps = args.reg_pretrain + args.seg_pretrain + args.joint
+    n = counts({"schedule": schedule, "train": {"steps": steps}})
+    return n["reg"], n["seg"]
 
 
 def run(args) -> list[dict]:

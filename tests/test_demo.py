@@ -9,7 +9,7 @@ from jrs_jax import cli, demo
 
 
 def test_demo_quick_runs_writes_everything_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(demo.LENGTHS, "quick", (6, 2, 2, 3))
+    monkeypatch.setitem(demo.LENGTHS, "quick", (6, 2, 2))
     out = tmp_path / "jrs_demo"
     assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
@@ -42,3 +42,14 @@ def test_demo_quick_runs_writes_everything_and_reuses_finished_runs(tmp_path, mo
         text.split("jrs-jax demo")[-1].split("\n")[2:7]
         == again.split("jrs-jax demo")[-1].split("\n")[2:7]
     )
+
+
+def test_demo_baseline_gets_as_many_updates_as_the_segmentation_network():
+    from jrs_jax.methods import update_counts
+
+    for kw in ({}, {"quick": True}, {"three_d": True}):
+        da, seg = demo.demo_configs("data.json", **kw)
+        n = update_counts(da)
+        assert seg["train"]["steps"] == n["seg"] > da["schedule"]["seg_pretrain"], kw
+        assert seg["data"]["num_labelled"] == da["data"]["num_labelled"]
+        assert n["reg"] + n["seg"] == da["train"]["steps"]

@@ -6,7 +6,7 @@ equations on top of :mod:`jrs_jax.spatial`, :mod:`jrs_jax.losses`, :mod:`jrs_jax
 """
 
 from .base import Method, batch_rng, pair_batch, subject_batch
-from .deepatlas import DeepAtlas
+from .deepatlas import DeepAtlas, update_counts
 from .evaluate import Evaluation, evaluate, evaluation_pairs
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
@@ -35,4 +35,5 @@ __all__ = [
     "get_method",
     "pair_batch",
     "subject_batch",
+    "update_counts",
 ]

@@ -50,9 +50,25 @@ from ..spatial import warp, warp_labels
 from ..train import Alternating, NetState, make_optimizer, make_update
 from .base import Method, batch_rng, pair_batch
 
-__all__ = ["DeepAtlas"]
+__all__ = ["DeepAtlas", "update_counts"]
 
 _PHASES = ("reg_pretrain", "seg_pretrain", "reg", "seg")
+
+
+def update_counts(config: dict) -> dict[str, int]:
+    """Updates of ``F_R`` (``"reg"``) and ``F_S`` (``"seg"``) over a whole run of ``config``.
+
+    Pretraining plus the joint rounds of ``schedule.reg_steps`` registration then
+    ``schedule.seg_steps`` segmentation steps (a last partial round starts with
+    registration), as :meth:`DeepAtlas.phase` schedules them. A baseline trained with as
+    many updates is not short-changed (the demo and ``benchmarks/deepatlas_table.py``).
+    """
+    sched = config["schedule"]
+    reg_pre, seg_pre = int(sched["reg_pretrain"]), int(sched["seg_pretrain"])
+    r, s = int(sched["reg_steps"]), int(sched["seg_steps"])
+    joint = int(config["train"]["steps"]) - reg_pre - seg_pre
+    joint_reg = (joint // (r + s)) * r + min(joint % (r + s), r)
+    return {"reg": reg_pre + joint_reg, "seg": seg_pre + joint - joint_reg}
 
 
 class DeepAtlas(Method):

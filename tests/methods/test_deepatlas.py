@@ -12,7 +12,7 @@ import pytest
 from jrs_jax import experiment, losses
 from jrs_jax.config import apply_overrides, load_config
 from jrs_jax.data import write_learn2reg_dataset
-from jrs_jax.methods import DeepAtlas
+from jrs_jax.methods import DeepAtlas, update_counts
 from jrs_jax.spatial import warp, warp_labels
 from jrs_jax.train import variables
 
@@ -170,3 +170,24 @@ def test_deepatlas_smoke_run_trains_both_networks(setup, tmp_path):
     assert int(state["reg"].step) == 5 and int(state["seg"].step) == 3
     for key in ("val/reg_dice", "val/seg_dice", "val/mean_dice", "val/folding_percent"):
         assert np.isfinite(res["evaluation"][key])
+
+
+@pytest.mark.parametrize(
+    "steps,pre,ratio", [(8, (2, 2), (2, 1)), (1290, (300, 150), (20, 1)), (97, (5, 0), (40, 5))]
+)
+def test_update_counts_match_the_schedule(setup, steps, pre, ratio):
+    sched = [
+        f"train.steps={steps}",
+        f"schedule.reg_pretrain={pre[0]}",
+        f"schedule.seg_pretrain={pre[1]}",
+        f"schedule.reg_steps={ratio[0]}",
+        f"schedule.seg_steps={ratio[1]}",
+    ]
+    cfg = apply_overrides(setup[0], sched)
+    method = DeepAtlas(cfg, shape=(16, 16), num_classes=5)
+    phases = [method.phase(t) for t in range(steps)]
+    expected = {
+        "reg": sum(p in ("reg", "reg_pretrain") for p in phases),
+        "seg": sum(p in ("seg", "seg_pretrain") for p in phases),
+    }
+    assert update_counts(cfg) == expected
