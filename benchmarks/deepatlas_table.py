@@ -44,14 +44,13 @@ ROWS = (
 )
 
 
-def _cfg(name: str, variants: str | None, **sets) -> dict:
+def _cfg(name: str, variants: str | None, extra: tuple[str, ...] = (), **sets) -> dict:
     from jrs_jax.config import apply_overrides, load_config
 
     path = os.path.join(ROOT, "configs", f"{name}.py")
     cfg = load_config(path + (f":{variants}" if variants else ""))
-    return apply_overrides(
-        cfg, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sets.items()]
-    )
+    overrides = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sets.items()]
+    return apply_overrides(cfg, [*overrides, *extra])
 
 
 def _train(cfg: dict, workdir: str) -> tuple[dict, float, list[dict]]:
@@ -135,6 +134,7 @@ def run(args) -> list[dict]:
             runs["deepatlas"] = _cfg(
                 "deepatlas",
                 None,
+                tuple(args.da_set),
                 **base,
                 **{
                     "train.steps": da_steps,
@@ -274,6 +274,14 @@ def main() -> None:
         nargs="+",
         help="synthetic mean intensity per class (equal means hide a boundary: "
         "0.05 0.35 0.8 0.6 0.6 hides the 3 | 4 boundary)",
+    )
+    p.add_argument(
+        "--da-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the DeepAtlas config, as `jrs-jax train --set` (repeatable); "
+        "e.g. --da-set loss.supervised_weight=3",
     )
     p.add_argument("--quick", action="store_true", help="tiny nets and steps (smoke)")
     args = p.parse_args()
