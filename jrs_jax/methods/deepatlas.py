@@ -9,7 +9,8 @@ U-Net, :class:`~jrs_jax.nets.RegistrationNet`) and ``F_S(I) -> S`` (a U-Net,
 (:func:`~jrs_jax.data.deepatlas_pairs`). Labels ``S`` are one-hot maps; ``F_S``'s
 predictions are softmax probabilities; labels are warped *softly* (linear interpolation of
 each class, border padding) so the anatomy loss is differentiable with respect to ``φ``
-and to ``F_S``. ``L_a`` and ``L_sp`` are soft Dice losses (``L_sp`` optionally Dice + CE).
+and to ``F_S``. ``L_a`` is a soft Dice loss; ``L_sp`` is soft Dice + cross-entropy
+(``loss.supervised="dice_ce"``, the default) or soft Dice alone (``"dice"``).
 
 Registration step (``F_S`` frozen)::
 
