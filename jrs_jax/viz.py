@@ -515,7 +515,9 @@ def training_curves(history, *, keys: Sequence[str] | None = None, log_y: bool =
       history: list of dicts (one JSON-lines record each, e.g.
         ``{"step": 10, "loss": 0.5, "sim": 0.4, "val/dice": 0.8}``) or a path to a JSONL
         file. ``x`` is ``"step"`` (the record's position when absent).
-      keys: metrics to plot (default: every numeric key except ``"step"``).
+      keys: metrics to plot (default: every numeric key except the bookkeeping ``"step"``
+        and ``"seconds"``, the elapsed time :func:`~jrs_jax.train.fit` logs, whose scale
+        would flatten every loss drawn beside it).
       log_y: logarithmic y axes (non-positive values are masked).
 
     One subplot per group: keys without ``/`` together ("train"), then one per prefix
@@ -537,7 +539,7 @@ def training_curves(history, *, keys: Sequence[str] | None = None, log_y: bool =
         seen: dict[str, None] = {}
         for r in recs:
             for k, v in r.items():
-                if k != "step" and _as_float(v) is not None:
+                if k not in ("step", "seconds") and _as_float(v) is not None:
                     seen.setdefault(k, None)
         keys = list(seen)
     if not keys:

@@ -285,8 +285,8 @@ def test_registration_panel_mismatched_shapes():
 
 def test_training_curves_groups_points_and_nan(tmp_path):
     hist = [
-        {"step": 0, "loss": 1.0, "sim": 0.9},
-        {"step": 10, "loss": 0.5, "sim": float("nan")},
+        {"step": 0, "loss": 1.0, "sim": 0.9, "seconds": 3.0},  # elapsed time: not plotted
+        {"step": 10, "loss": 0.5, "sim": float("nan"), "seconds": 90.0},
         {"step": 20, "loss": 0.25, "sim": 0.5, "val/dice": 0.6},
         {"step": 30, "loss": math.inf, "val/dice": 0.7, "note": "x"},
     ]
@@ -312,6 +312,8 @@ def test_training_curves_keys_logy_and_jsonl(tmp_path):
     (ax,) = fig.axes
     assert ax.get_yscale() == "log"
     assert len(ax.lines) == 1 and len(ax.lines[0].get_xdata()) == 5
+    timed = [{"step": i, "seconds": 1.0 + i} for i in range(3)]  # asked for: plotted
+    assert len(viz.training_curves(timed, keys=["seconds"]).axes[0].lines) == 1
     p = tmp_path / "m.jsonl"
     p.write_text("\n".join(json.dumps(r) for r in hist) + "\n")
     fig2 = viz.training_curves(p, log_y=True)
