@@ -23,7 +23,8 @@ import numpy as np
 from .config import save_config
 from .data.datasets import Dataset, load_folder, load_learn2reg
 from .data.errors import DataError
-from .methods import Method, evaluate, evaluation_pairs, get_method, pair_batch
+from .data.sampling import pair_batch
+from .methods import Method, evaluate, evaluation_pairs, get_method
 from .train import Checkpointer, variables
 from .train.loop import fit, read_log
 

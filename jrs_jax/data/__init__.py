@@ -5,18 +5,7 @@ See :mod:`jrs_jax.data.nifti` for the conventions (RAS+ canonical orientation on
 undoing on save, atomic writes) and :class:`DataError` for the error messages.
 """
 
-from .datasets import (
-    DEEPATLAS_CASES,
-    Dataset,
-    Subject,
-    all_pairs,
-    atlas_pairs,
-    deepatlas_pairs,
-    load_folder,
-    load_learn2reg,
-    load_subject,
-    sample_pairs,
-)
+from .datasets import Dataset, Subject, load_folder, load_learn2reg, load_subject
 from .errors import DataError
 from .nifti import (
     CropPadInfo,
@@ -31,21 +20,32 @@ from .nifti import (
     save_image,
     uncrop,
 )
+from .sampling import (
+    all_pairs,
+    as_rng,
+    atlas_pairs,
+    batch_rng,
+    draw_distinct,
+    pair_batch,
+    sample_pairs,
+    subject_batch,
+)
 from .synthetic import make_subjects, make_template, write_learn2reg_dataset
 
 __all__ = [
-    "DEEPATLAS_CASES",
     "CropPadInfo",
     "DataError",
     "Dataset",
     "Subject",
     "Volume",
     "all_pairs",
+    "as_rng",
     "atlas_pairs",
     "atomic_save",
+    "batch_rng",
     "check_pair",
     "crop_or_pad",
-    "deepatlas_pairs",
+    "draw_distinct",
     "load_folder",
     "load_image",
     "load_labels",
@@ -54,9 +54,11 @@ __all__ = [
     "make_subjects",
     "make_template",
     "normalize_intensity",
+    "pair_batch",
     "resample_to_spacing",
     "sample_pairs",
     "save_image",
+    "subject_batch",
     "uncrop",
     "write_learn2reg_dataset",
 ]

@@ -1,4 +1,4 @@
-"""Dataset readers (Learn2Reg ``dataset.json``, plain folders) and pair samplers (numpy, host).
+"""Dataset readers (Learn2Reg ``dataset.json``, plain folders) and the in-memory dataset.
 
 Conventions
 -----------
@@ -9,11 +9,8 @@ Conventions
 - All subjects of a :class:`Dataset` share one spatial shape; the readers do **not** resample
   or crop (use :func:`~jrs_jax.data.resample_to_spacing` / :func:`~jrs_jax.data.crop_or_pad`
   beforehand and write the results, or build the :class:`Dataset` yourself).
-- Pairs are ``(fixed, moving)`` index pairs into ``Dataset.subjects``: a registration network
-  warps the *moving* image onto the *fixed* one. Samplers return ``int64`` arrays ``[P, 2]``
-  with column 0 = fixed, column 1 = moving.
-- Randomness: numpy only. ``rng`` arguments accept a ``numpy.random.Generator`` or an integer
-  seed (``numpy.random.default_rng(rng)``); the same seed gives the same draws.
+- Pairs are ``(fixed, moving)`` index pairs into ``Dataset.subjects`` (samplers and batch
+  builders: :mod:`jrs_jax.data.sampling`).
 - Problems with the user's files raise :class:`~jrs_jax.data.DataError` whose message starts
   with the offending file (the ``dataset.json`` for problems in the JSON itself).
 """
@@ -29,22 +26,15 @@ import numpy as np
 
 from .errors import DataError
 from .nifti import check_pair, load_image, load_labels, normalize_intensity
+from .sampling import as_rng
 
 __all__ = [
-    "DEEPATLAS_CASES",
     "Dataset",
     "Subject",
-    "all_pairs",
-    "atlas_pairs",
-    "deepatlas_pairs",
     "load_folder",
     "load_learn2reg",
     "load_subject",
-    "sample_pairs",
 ]
-
-#: Names of the DeepAtlas pair cases returned by :func:`deepatlas_pairs` (case id = index).
-DEEPATLAS_CASES = ("both_labelled", "fixed_labelled", "moving_labelled", "none_labelled")
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +141,7 @@ class Dataset:
                 f"requested {n} labelled subjects but only {len(lab)} of "
                 f"{len(self.training())} training subjects have labels"
             )
-        rng = _rng(key_or_seed)
+        rng = as_rng(key_or_seed)
         keep = set(int(i) for i in rng.permutation(np.asarray(lab, np.int64))[:n])
         subjects = tuple(
             s
@@ -411,141 +401,3 @@ def load_folder(
     )
     _check_shapes(subjects, root)
     return Dataset(subjects=subjects, val_pairs=(), source=root)
-
-
-# --------------------------------------------------------------------------------------------
-# pair samplers
-# --------------------------------------------------------------------------------------------
-
-
-def _rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(int(rng))
-    try:  # a JAX PRNG key (raw uint32 array or typed key)
-        import jax
-
-        data = (
-            jax.random.key_data(rng)
-            if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
-            else rng
-        )
-        return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
-    except Exception as exc:
-        raise TypeError(
-            f"expected an integer seed, a numpy Generator or a JAX key; got {type(rng).__name__}"
-        ) from exc
-
-
-def _indices(indices, name: str = "indices") -> np.ndarray:
-    idx = np.asarray(indices, np.int64).reshape(-1)
-    if len(np.unique(idx)) != len(idx):
-        raise ValueError(f"{name} contains duplicates: {idx.tolist()}")
-    return idx
-
-
-def all_pairs(indices: Sequence[int]) -> np.ndarray:
-    """All ordered ``(fixed, moving)`` pairs ``i != j`` of ``indices``: ``int64 [n(n-1), 2]``
-    (fixed-major order)."""
-    idx = _indices(indices)
-    f, m = np.meshgrid(idx, idx, indexing="ij")
-    keep = f != m
-    return np.stack([f[keep], m[keep]], -1).astype(np.int64)
-
-
-def atlas_pairs(atlas_index: int, indices: Sequence[int]) -> np.ndarray:
-    """Atlas-to-subject pairs: ``int64 [n, 2]`` rows ``(fixed=subject, moving=atlas)``.
-
-    The atlas is the *moving* image, warped onto every subject (the *fixed* image), so a
-    warped atlas label map segments each subject (atlas-based segmentation). The atlas itself
-    is skipped if it appears in ``indices``. Swap the columns (``pairs[:, ::-1]``) for the
-    subject-to-atlas direction.
-    """
-    a = int(atlas_index)
-    idx = _indices(indices)
-    idx = idx[idx != a]
-    return np.stack([idx, np.full_like(idx, a)], -1).astype(np.int64)
-
-
-def _draw_distinct(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
-    """``[n, 2]`` ordered pairs of distinct elements of ``pool`` (``len(pool) >= 2``)."""
-    i = rng.integers(0, len(pool), size=n)
-    j = rng.integers(0, len(pool) - 1, size=n)
-    j = j + (j >= i)  # uniform over the others
-    return np.stack([pool[i], pool[j]], -1)
-
-
-def sample_pairs(rng, indices: Sequence[int], batch_size: int) -> np.ndarray:
-    """``batch_size`` random ordered ``(fixed, moving)`` pairs, uniform over the
-    ``n(n-1)`` pairs of distinct ``indices`` (with replacement across rows): ``int64 [B, 2]``.
-
-    Raises:
-      ValueError: fewer than two indices.
-    """
-    idx = _indices(indices)
-    if len(idx) < 2:
-        raise ValueError(f"need at least 2 indices to draw pairs; got {len(idx)}")
-    return _draw_distinct(_rng(rng), idx, int(batch_size)).astype(np.int64)
-
-
-def deepatlas_pairs(
-    rng,
-    labelled: Sequence[int],
-    unlabelled: Sequence[int],
-    batch_size: int,
-    *,
-    mix: Sequence[float] = (0.25, 0.25, 0.25, 0.25),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``(fixed, moving)`` pairs from the four DeepAtlas cases.
-
-    Case ids (see :data:`DEEPATLAS_CASES`): 0 both labelled, 1 fixed labelled only, 2 moving
-    labelled only, 3 neither labelled. Each row first draws its case with probabilities
-    ``mix``, then its fixed / moving indices uniformly from the matching pools (distinct
-    indices when both come from the same pool).
-
-    Empty cases: a case whose pools cannot give a pair (case 0 needs >= 2 labelled, case 3
-    >= 2 unlabelled, cases 1 and 2 need >= 1 of each) is dropped and ``mix`` is
-    renormalised over the remaining cases (e.g. no unlabelled subjects -> every pair is case
-    0). Cases with ``mix`` 0 are never drawn.
-
-    Returns:
-      ``(pairs, cases)``: ``int64 [B, 2]`` (column 0 fixed, column 1 moving) and ``int64
-      [B]`` case ids.
-
-    Raises:
-      ValueError: bad ``mix`` (not 4 non-negative values), overlapping pools, or no case
-        possible with positive weight.
-    """
-    lab, unl = _indices(labelled, "labelled"), _indices(unlabelled, "unlabelled")
-    if np.intersect1d(lab, unl).size:
-        raise ValueError(f"labelled and unlabelled overlap: {np.intersect1d(lab, unl).tolist()}")
-    w = np.asarray(mix, np.float64).reshape(-1)
-    if w.shape != (4,) or np.any(w < 0) or not np.all(np.isfinite(w)):
-        raise ValueError(f"mix must be 4 non-negative weights; got {tuple(mix)}")
-    cross = len(lab) >= 1 and len(unl) >= 1
-    possible = np.array([len(lab) >= 2, cross, cross, len(unl) >= 2])
-    w = np.where(possible, w, 0.0)
-    if w.sum() <= 0:
-        raise ValueError(
-            f"no DeepAtlas case can be drawn with mix={tuple(mix)} from {len(lab)} labelled "
-            f"and {len(unl)} unlabelled subjects"
-        )
-    g = _rng(rng)
-    b = int(batch_size)
-    cases = g.choice(4, size=b, p=w / w.sum()).astype(np.int64)
-    pairs = np.zeros((b, 2), np.int64)
-    for c in range(4):
-        sel = np.flatnonzero(cases == c)
-        k = len(sel)
-        if k == 0:
-            continue
-        if c == 0:
-            pairs[sel] = _draw_distinct(g, lab, k)
-        elif c == 3:
-            pairs[sel] = _draw_distinct(g, unl, k)
-        else:
-            fixed_pool, moving_pool = (lab, unl) if c == 1 else (unl, lab)
-            pairs[sel, 0] = fixed_pool[g.integers(0, len(fixed_pool), size=k)]
-            pairs[sel, 1] = moving_pool[g.integers(0, len(moving_pool), size=k)]
-    return pairs, cases

@@ -5,7 +5,7 @@ equations on top of :mod:`jrs_jax.spatial`, :mod:`jrs_jax.losses`, :mod:`jrs_jax
 :mod:`jrs_jax.train`.
 """
 
-from .base import Method, batch_rng, pair_batch, subject_batch
+from .base import Method
 from .deepatlas import DeepAtlas, update_counts
 from .evaluate import Evaluation, evaluate, evaluation_pairs
 from .unet_seg import UNetSeg
@@ -29,11 +29,8 @@ __all__ = [
     "Method",
     "UNetSeg",
     "VoxelMorph",
-    "batch_rng",
     "evaluate",
     "evaluation_pairs",
     "get_method",
-    "pair_batch",
-    "subject_batch",
     "update_counts",
 ]

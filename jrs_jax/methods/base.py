@@ -33,37 +33,7 @@ import numpy as np
 
 from ..data.datasets import Dataset
 
-__all__ = ["Method", "batch_rng", "pair_batch", "subject_batch"]
-
-
-def batch_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
-    """The numpy generator of the batch at ``step`` (independent per ``(seed, step, stream)``)."""
-    return np.random.default_rng([int(seed), int(step), int(stream)])
-
-
-def pair_batch(dataset: Dataset, pairs: np.ndarray) -> dict[str, np.ndarray]:
-    """Stack ``(fixed, moving)`` index pairs ``[B, 2]`` into arrays.
-
-    Returns ``fixed``/``moving`` float32 ``[B, *S, 1]``, ``fixed_labels``/``moving_labels``
-    int32 ``[B, *S]`` (zeros where unlabelled) and ``fixed_has_label``/``moving_has_label``
-    bool ``[B]``.
-    """
-    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-    f, m = dataset.stack(pairs[:, 0]), dataset.stack(pairs[:, 1])
-    return {
-        "fixed": f["images"],
-        "moving": m["images"],
-        "fixed_labels": f["labels"],
-        "moving_labels": m["labels"],
-        "fixed_has_label": f["has_label"],
-        "moving_has_label": m["has_label"],
-    }
-
-
-def subject_batch(dataset: Dataset, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """``image`` ``[B, *S, 1]``, ``labels`` ``[B, *S]`` and ``has_label`` ``[B]`` of subjects."""
-    s = dataset.stack(indices)
-    return {"image": s["images"], "labels": s["labels"], "has_label": s["has_label"]}
+__all__ = ["Method"]
 
 
 class Method(abc.ABC):

@@ -21,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import metrics
-from ..data.datasets import Dataset, all_pairs
+from ..data.datasets import Dataset
+from ..data.sampling import all_pairs, pair_batch, subject_batch
 from ..spatial import warp_labels
-from .base import Method, pair_batch, subject_batch
+from .base import Method
 
 __all__ = ["Evaluation", "evaluate", "evaluation_pairs"]
 

@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data.datasets import Dataset
+from ..data.sampling import batch_rng, subject_batch
 from ..losses import combine, cross_entropy, soft_dice, term
 from ..nets import SegmentationNet
 from ..train import NetState, make_optimizer, make_update
-from .base import Method, batch_rng, subject_batch
+from .base import Method
 
 __all__ = ["UNetSeg"]
 

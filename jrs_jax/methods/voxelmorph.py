@@ -26,12 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data.datasets import Dataset, sample_pairs
+from ..data.datasets import Dataset
+from ..data.sampling import batch_rng, pair_batch, sample_pairs
 from ..losses import combine, regulariser, similarity, soft_dice, term
 from ..nets import RegistrationNet
 from ..spatial import warp, warp_labels
 from ..train import NetState, make_optimizer, make_update
-from .base import Method, batch_rng, pair_batch
+from .base import Method
 
 __all__ = ["VoxelMorph"]
 

@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 
 from jrs_jax.data import DataError, save_image
-from jrs_jax.data.datasets import (
-    Dataset,
-    all_pairs,
-    atlas_pairs,
-    deepatlas_pairs,
-    load_folder,
-    load_learn2reg,
-    sample_pairs,
-)
+from jrs_jax.data.datasets import Dataset, load_folder, load_learn2reg
+from jrs_jax.data.sampling import all_pairs, atlas_pairs, sample_pairs
 from jrs_jax.data.synthetic import write_learn2reg_dataset
+from jrs_jax.methods.deepatlas import deepatlas_pairs
 
 
 @pytest.fixture(scope="module")
