@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jrs_jax.spatial._checks import check_choice
+from jrs_jax._checks import check_choice
 
 __all__ = [
     "GAN_KINDS",

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrs_jax.spatial._checks import check_choice
+from jrs_jax._checks import check_choice
 from jrs_jax.spatial.fields import jacobian_determinant
 
 from ._reduce import per_example_mean

@@ -16,7 +16,7 @@ import numpy as np
 
 from jrs_jax.spatial.filters import box_filter, filter_1d
 
-from ..spatial._checks import check_choice
+from .._checks import check_choice
 from ._reduce import as_float, masked_mean, per_example_mean, voxel_mask
 
 __all__ = ["l1", "local_ncc", "mse", "mutual_information", "ncc", "ssim"]

@@ -92,7 +92,7 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_field
+from .._checks import check_field
 from .grid import identity_grid
 
 __all__ = [

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_field
+from .._checks import check_field
 from .grid import identity_grid
 from .warp import sample, warp
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_choice
+from .._checks import check_choice
 
 # our name -> numpy.pad mode; the scipy.ndimage equivalent is given in the docstrings.
 _PAD_MODES = {

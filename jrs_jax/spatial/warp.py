@@ -25,7 +25,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._checks import check_choice, check_field, check_image
+from .._checks import check_choice, check_field, check_image
 from .grid import identity_grid
 
 PADDING_MODES = ("border", "zeros", "constant")

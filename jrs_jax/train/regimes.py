@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._checks import check_choice
 from ..spatial import warp
-from ..spatial._checks import check_choice
 from .state import NetState
 from .steps import Alternating, LossFn, ema_update, make_update
 

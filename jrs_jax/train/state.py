@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..spatial._checks import check_choice
+from .._checks import check_choice
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "NetState", "make_optimizer"]
 

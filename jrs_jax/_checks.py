@@ -1,4 +1,5 @@
-"""Small argument checks shared by the spatial ops (clear errors, static only)."""
+"""Small argument checks shared by the spatial ops, losses and training code (clear errors,
+static only)."""
 
 from __future__ import annotations
 
