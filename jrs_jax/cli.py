@@ -201,7 +201,7 @@ def _run_register(args: argparse.Namespace) -> int:
     from .data import DataError, save_image, uncrop
     from .experiment import load_run
     from .spatial import warp, warp_labels
-    from .spatial.convert import save_ants_warp
+    from .data.ants import save_ants_warp
     from .train import variables
 
     method, state, cfg = load_run(args.checkpoint, step=args.step)

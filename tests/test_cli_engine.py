@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 
 from jrs_jax import cli, metrics
-from jrs_jax.data import load_subject
+from jrs_jax.data import load_ants_warp, load_subject
 from jrs_jax.spatial import warp
-from jrs_jax.spatial.convert import load_ants_warp
 
 ROOT = Path(__file__).resolve().parents[1]
 VXM = str(ROOT / "configs" / "voxelmorph.py")

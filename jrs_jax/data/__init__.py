@@ -5,6 +5,7 @@ See :mod:`jrs_jax.data.nifti` for the conventions (RAS+ canonical orientation on
 undoing on save, atomic writes) and :class:`DataError` for the error messages.
 """
 
+from .ants import load_ants_warp, save_ants_warp
 from .datasets import Dataset, Subject, load_folder, load_learn2reg, load_subject
 from .errors import DataError
 from .nifti import (
@@ -46,6 +47,7 @@ __all__ = [
     "check_pair",
     "crop_or_pad",
     "draw_distinct",
+    "load_ants_warp",
     "load_folder",
     "load_image",
     "load_labels",
@@ -57,6 +59,7 @@ __all__ = [
     "pair_batch",
     "resample_to_spacing",
     "sample_pairs",
+    "save_ants_warp",
     "save_image",
     "subject_batch",
     "uncrop",

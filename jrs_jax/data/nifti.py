@@ -668,7 +668,7 @@ def save_image(
         temporary file in that directory and moved into place with ``os.replace``.
       data: ``[X, Y, Z]`` (image or label map) or ``[X, Y, Z, C]`` (stored as a 4-D file)
         array on ``reference``'s grid, numpy or JAX. (Displacement fields for ANTs/ITK: use
-        :func:`jrs_jax.spatial.convert.save_ants_warp`.)
+        :func:`jrs_jax.data.save_ants_warp`.)
       reference: the :class:`Volume` whose grid ``data`` is on (typically the loaded input).
         The file gets the reference file's orientation (the canonical reorientation of
         :func:`load_image` is undone), affine and header (dtype, shape and scaling updated,

@@ -18,7 +18,7 @@ The coordinate contract (one convention everywhere):
 
 Converters to and from MONAI / VoxelMorph-torch ``[B, D, *S]`` fields, normalised
 ``grid_sample`` coordinates and ITK/ANTs physical (LPS, mm) fields live in
-:mod:`jrs_jax.spatial.convert`.
+:mod:`jrs_jax.spatial.convert` (the ANTs warp files: :mod:`jrs_jax.data.ants`).
 """
 
 from .convert import (
@@ -28,8 +28,6 @@ from .convert import (
     from_physical_displacement,
     image_from_channels_first,
     image_to_channels_first,
-    load_ants_warp,
-    save_ants_warp,
     to_channels_first,
     to_grid_sample,
     to_normalized_displacement,
@@ -69,12 +67,10 @@ __all__ = [
     "integrate_velocity",
     "invert_displacement",
     "jacobian_determinant",
-    "load_ants_warp",
     "random_displacement",
     "random_velocity",
     "resize_field",
     "sample",
-    "save_ants_warp",
     "to_channels_first",
     "to_grid_sample",
     "to_normalized_displacement",

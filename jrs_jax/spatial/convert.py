@@ -41,7 +41,8 @@ Three families of peers, and what changes for each:
    the volume.
 
 3. **ITK / ANTs physical fields** (:func:`to_physical_displacement`,
-   :func:`from_physical_displacement`, :func:`save_ants_warp`, :func:`load_ants_warp`).
+   :func:`from_physical_displacement`; the file IO, :func:`~jrs_jax.data.save_ants_warp` and
+   :func:`~jrs_jax.data.load_ants_warp`, lives in :mod:`jrs_jax.data.ants`).
    These are world-space vectors in millimetres in **LPS** coordinates, on the voxel grid of
    the *fixed* image.
 
@@ -86,11 +87,7 @@ the fixed grid first.
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import jax.numpy as jnp
-import numpy as np
 
 from .._checks import check_field
 from .grid import identity_grid
@@ -102,15 +99,12 @@ __all__ = [
     "from_physical_displacement",
     "image_from_channels_first",
     "image_to_channels_first",
-    "load_ants_warp",
-    "save_ants_warp",
+    "lps_matrix",
     "to_channels_first",
     "to_grid_sample",
     "to_normalized_displacement",
     "to_physical_displacement",
 ]
-
-NIFTI_INTENT_VECTOR = 1007
 
 # --------------------------------------------------------------------------------------------
 # (a) channels-first layouts (MONAI, VoxelMorph-torch)
@@ -334,8 +328,12 @@ def _check_affine(affine, ndim: int) -> None:
         )
 
 
-def _lps_matrix(affine, ndim: int, xp):
-    """``M = F A[:D, :D]`` with ``F = diag(-1, -1, 1)[:D, :D]``: voxel vector -> LPS mm."""
+def lps_matrix(affine, ndim: int, xp=jnp):
+    """``M = F A[:D, :D]`` with ``F = diag(-1, -1, 1)[:D, :D]``: voxel vector -> LPS mm.
+
+    ``to_physical_displacement(u, A) == einsum("kl,...l->...k", M, u)``; ``xp`` is the array
+    module (``jax.numpy`` or ``numpy``, which :mod:`jrs_jax.data.ants` uses for file IO).
+    """
     flip = xp.asarray([-1.0, -1.0, 1.0][:ndim], dtype=affine.dtype)
     return flip[:, None] * affine[:ndim, :ndim]
 
@@ -366,7 +364,7 @@ def to_physical_displacement(disp: jnp.ndarray, affine) -> jnp.ndarray:
     ndim = _spatial_ndim(disp)
     affine = jnp.asarray(affine, disp.dtype)
     _check_affine(affine, ndim)
-    m = _lps_matrix(affine, ndim, jnp)
+    m = lps_matrix(affine, ndim, jnp)
     return jnp.einsum("kl,...l->...k", m, disp)
 
 
@@ -388,88 +386,5 @@ def from_physical_displacement(field_lps: jnp.ndarray, affine) -> jnp.ndarray:
     ndim = _spatial_ndim(field_lps)
     affine = jnp.asarray(affine, field_lps.dtype)
     _check_affine(affine, ndim)
-    m_inv = jnp.linalg.inv(_lps_matrix(affine, ndim, jnp))
+    m_inv = jnp.linalg.inv(lps_matrix(affine, ndim, jnp))
     return jnp.einsum("kl,...l->...k", m_inv, field_lps)
-
-
-def save_ants_warp(path: str | os.PathLike, disp, affine, *, dtype=np.float32) -> None:
-    """Write a displacement as an ANTs/ITK NIfTI warp (e.g. ``*_1Warp.nii.gz``).
-
-    The file holds ``to_physical_displacement(disp, affine)`` (LPS, mm) as a 5-D array of
-    shape ``(X, Y, Z, 1, 3)`` (``(X, Y, 1, 1, 2)`` in 2-D): the 4th axis is NIfTI's time axis
-    (size 1), the 5th the vector components. ``intent_code = 1007`` (``NIFTI_INTENT_VECTOR``),
-    units mm, and ``affine`` as both sform and qform (code 1). ANTs applies it as a pull-back
-    from fixed to moving space (``antsApplyTransforms -r fixed -i moving -t path`` samples the
-    moving image at ``p + d(p)`` for every fixed-space point ``p``), the same direction as
-    ``warp(moving, disp)``; see the module docstring for the shared-grid assumption.
-
-    Args:
-      path: output ``.nii`` or ``.nii.gz`` path.
-      disp: ``[*S, D]`` or ``[1, *S, D]`` voxel displacement (ij) on the fixed grid.
-      affine: ``[4, 4]`` NIfTI voxel-to-world (RAS+) matrix of the fixed image.
-      dtype: stored float type (ANTs writes float32).
-    """
-    import nibabel as nib
-
-    disp = np.asarray(disp, dtype=np.float64)
-    ndim = _spatial_ndim(disp)
-    if disp.ndim == ndim + 2:
-        if disp.shape[0] != 1:
-            raise ValueError(f"save_ants_warp writes one field; got batch size {disp.shape[0]}")
-        disp = disp[0]
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):
-        raise ValueError(f"affine must be 4x4; got shape {affine.shape}")
-    d_lps = np.einsum("kl,...l->...k", _lps_matrix(affine, ndim, np), disp)
-    spatial = disp.shape[:-1] + (1,) * (3 - ndim)
-    data = d_lps.reshape(*spatial, 1, ndim).astype(dtype)
-    img = nib.Nifti1Image(data, affine)
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
-    img.header.set_intent(NIFTI_INTENT_VECTOR)
-    img.header.set_xyzt_units("mm")
-    from ..data.nifti import atomic_save  # IO helper; keeps spatial importable alone
-
-    atomic_save(img, os.fspath(path))
-
-
-def load_ants_warp(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read an ANTs/ITK NIfTI displacement field as our voxel displacement.
-
-    Expects the layout written by ANTs and :func:`save_ants_warp`: shape ``(X, Y, Z, 1, 3)``
-    (or ``(X, Y, 1, 1, 2)``), LPS vectors in mm. Converts with
-    :func:`from_physical_displacement` using the file's affine (nibabel's ``img.affine``:
-    sform if set, else qform).
-
-    Args:
-      path: ``.nii`` / ``.nii.gz`` file.
-
-    Returns:
-      ``(disp, affine)``: ``disp`` ``[X, Y, Z, 3]`` (``[X, Y, 2]`` in 2-D) float32 voxel
-      displacement (ij, unbatched: use ``disp[None]`` for :func:`jrs_jax.spatial.warp`), and
-      the ``[4, 4]`` float64 voxel-to-RAS affine.
-    """
-    import nibabel as nib
-
-    img = nib.load(os.fspath(path))
-    shape = img.shape
-    if len(shape) != 5 or shape[3] != 1 or shape[4] not in (2, 3):
-        raise ValueError(
-            f"not an ITK/ANTs displacement field: expected shape (X, Y, Z, 1, 3) or "
-            f"(X, Y, 1, 1, 2), got {shape}"
-        )
-    ndim = int(shape[4])
-    if ndim == 2 and shape[2] != 1:
-        raise ValueError(f"a 2-D field must have shape (X, Y, 1, 1, 2); got {shape}")
-    if int(img.header["intent_code"]) != NIFTI_INTENT_VECTOR:
-        warnings.warn(
-            f"{os.fspath(path)}: intent_code is {int(img.header['intent_code'])}, not "
-            f"{NIFTI_INTENT_VECTOR} (NIFTI_INTENT_VECTOR); reading it as a displacement field "
-            "anyway",
-            stacklevel=2,
-        )
-    affine = np.asarray(img.affine, dtype=np.float64)
-    d_lps = np.asarray(img.dataobj, dtype=np.float64).reshape(*shape[:ndim], ndim)
-    m_inv = np.linalg.inv(_lps_matrix(affine, ndim, np))
-    disp = np.einsum("kl,...l->...k", m_inv, d_lps)
-    return disp.astype(np.float32), affine

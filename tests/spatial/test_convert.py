@@ -1,4 +1,5 @@
-"""Tests for :mod:`jrs_jax.spatial.convert` (layouts, grid_sample coordinates, ITK/ANTs)."""
+"""Tests for :mod:`jrs_jax.spatial.convert` (layouts, grid_sample coordinates, ITK/ANTs
+physical fields; the ANTs warp files are tested in ``tests/data/test_ants.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import warnings
 
 import jax
 import jax.numpy as jnp
-import nibabel as nib
 import numpy as np
 import pytest
 from nibabel.affines import apply_affine
@@ -20,8 +20,6 @@ from jrs_jax.spatial.convert import (
     from_physical_displacement,
     image_from_channels_first,
     image_to_channels_first,
-    load_ants_warp,
-    save_ants_warp,
     to_channels_first,
     to_grid_sample,
     to_normalized_displacement,
@@ -308,45 +306,3 @@ def test_physical_2d_uses_top_left_block():
 def test_physical_rejects_bad_affine():
     with pytest.raises(ValueError):
         to_physical_displacement(jnp.zeros((4, 4, 4, 3)), np.eye(3))
-
-
-@pytest.mark.parametrize("ndim", [2, 3])
-def test_save_load_ants_warp(tmp_path, ndim):
-    affine = _oblique_affine(ndim, seed=4)
-    u = np.asarray(_field(ndim, seed=10, batch=1)[0])
-    path = tmp_path / "movingToFixed_1Warp.nii.gz"
-    save_ants_warp(path, u, affine)
-
-    img = nib.load(path)
-    spatial = (*SHAPES[ndim], *(1,) * (3 - ndim))
-    assert img.shape == (*spatial, 1, ndim)
-    assert int(img.header["intent_code"]) == 1007
-    assert img.header.get_intent()[0] == "vector"
-    assert img.get_data_dtype() == np.float32
-    np.testing.assert_allclose(img.affine, affine, atol=1e-5)
-    assert int(img.header["sform_code"]) > 0 and int(img.header["qform_code"]) > 0
-    # stored values are the LPS vectors
-    stored = np.asarray(img.dataobj).reshape(*SHAPES[ndim], ndim)
-    np.testing.assert_allclose(stored, to_physical_displacement(u, affine), atol=1e-4)
-
-    disp, aff = load_ants_warp(path)
-    assert disp.shape == u.shape and disp.dtype == np.float32
-    np.testing.assert_allclose(aff, affine, atol=1e-5)
-    np.testing.assert_allclose(disp, u, atol=1e-5)
-
-
-def test_save_ants_warp_accepts_batch_of_one(tmp_path):
-    affine = _oblique_affine(3)
-    u = np.asarray(_field(3, batch=1))
-    save_ants_warp(tmp_path / "w.nii", u, affine)
-    disp, _ = load_ants_warp(tmp_path / "w.nii")
-    np.testing.assert_allclose(disp, u[0], atol=1e-5)
-    with pytest.raises(ValueError):
-        save_ants_warp(tmp_path / "w2.nii", np.zeros((2, 4, 4, 4, 3)), affine)
-
-
-def test_load_ants_warp_rejects_plain_volume(tmp_path):
-    path = tmp_path / "vol.nii"
-    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.float32), np.eye(4)), path)
-    with pytest.raises(ValueError):
-        load_ants_warp(path)
