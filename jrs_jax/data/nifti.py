@@ -61,6 +61,7 @@ __all__ = [
     "crop_or_pad",
     "load_image",
     "load_labels",
+    "load_multilabel",
     "normalize_intensity",
     "resample_to_spacing",
     "save_image",
@@ -324,38 +325,82 @@ def load_labels(path: str | os.PathLike, *, canonical: bool = True) -> Volume:
     return _make_volume(p, img, arr.astype(np.int32), canonical)
 
 
-def check_pair(image: Volume, labels: Volume, *, atol_mm: float = 1e-3) -> None:
+def _grid_mismatch(
+    shape_a, affine_a, shape_b, affine_b, *, atol_mm: float
+) -> tuple[str, float] | None:
+    """``None`` if two grids agree, else ``("shape", 0)`` or ``("affine", deviation_mm)``."""
+    if tuple(shape_a) != tuple(shape_b):
+        return "shape", 0.0
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in shape_a])), np.float64)
+    corners = np.concatenate([corners, np.ones((len(corners), 1))], axis=1)
+    diff = (np.asarray(affine_a, np.float64) - np.asarray(affine_b, np.float64))[:3] @ corners.T
+    dev = float(np.linalg.norm(diff, axis=0).max())
+    return None if dev <= atol_mm else ("affine", dev)
+
+
+def _fmt_affine(a) -> str:
+    return " ".join(np.array2string(np.asarray(a)[:3], precision=4, separator=", ").split())
+
+
+def check_pair(
+    image: Volume, labels: Volume, *, atol_mm: float = 1e-3, what: str = "label"
+) -> None:
     """Check that an image and its label map lie on the same voxel grid.
 
-    Shapes must be equal (spatial axes; ``image`` may have a channel axis) and the affines
-    must agree to ``atol_mm``: the largest distance, over the grid's corner voxels (hence over
-    every voxel), between the world positions the two affines give.
+    Shapes must be equal (spatial axes; ``image`` may have a channel axis, and so may
+    ``labels``: multi-label maps ``[X, Y, Z, K]``) and the affines must agree to ``atol_mm``:
+    the largest distance, over the grid's corner voxels (hence over every voxel), between the
+    world positions the two affines give. ``what`` names the second volume in the message
+    (``"label"``, ``"mask"``, ``"channel"``, ``"field"``...).
 
     Raises:
       DataError: naming both files, with both shapes or both affines.
     """
-    names = f"{image.path or '<image>'} / {labels.path or '<labels>'}"
-    si, sl = image.shape, labels.shape
-    if si != sl or labels.data.ndim != 3:
+    names = f"{image.path or '<image>'} / {labels.path or f'<{what}>'}"
+    bad = None if labels.data.ndim in (3, 4) else ("shape", 0.0)
+    bad = bad or _grid_mismatch(
+        image.shape, image.affine, labels.shape, labels.affine, atol_mm=atol_mm
+    )
+    if bad is None:
+        return
+    if bad[0] == "shape":
         raise DataError(
             names,
-            f"image shape {tuple(image.data.shape)} does not match label shape "
+            f"image shape {tuple(image.data.shape)} does not match {what} shape "
             f"{tuple(labels.data.shape)}",
         )
-    corners = np.array(list(itertools.product(*[(0, n - 1) for n in si])), dtype=np.float64)
-    corners = np.concatenate([corners, np.ones((len(corners), 1))], axis=1)
-    diff = (image.affine - labels.affine)[:3] @ corners.T
-    dev = float(np.linalg.norm(diff, axis=0).max())
-    if not dev <= atol_mm:
+    raise DataError(
+        names,
+        f"affines differ by up to {bad[1]:.4g} mm (tolerance {atol_mm:g} mm): image affine "
+        f"{_fmt_affine(image.affine)} vs {what} affine {_fmt_affine(labels.affine)}",
+    )
 
-        def fmt(a):
-            return " ".join(np.array2string(a[:3], precision=4, separator=", ").split())
 
+def load_multilabel(path: str | os.PathLike, *, canonical: bool = True) -> Volume:
+    """Load a multi-label map: ``K`` binary channels ``[X, Y, Z, K]`` as a ``uint8`` Volume.
+
+    Channel ``k`` is the (possibly overlapping) mask of structure ``k``; a 3-D file is one
+    channel (``K = 1``). The file is 4-D ``[X, Y, Z, K]`` (or 5-D ``[X, Y, Z, 1, K]``); 2-D
+    maps are ``[H, W, 1, K]``.
+
+    Raises:
+      DataError: everything :func:`load_image` checks, plus values other than 0 and 1 (count
+        and an example voxel, in file indices).
+    """
+    p, img = _open(path)
+    arr = _to_spatial(p, _read_array(p, img), channels=True)
+    if arr.dtype.kind == "f":
+        _check_finite(p, arr, "multi-label map")
+    bad = (arr != 0) & (arr != 1)
+    n = int(np.count_nonzero(bad))
+    if n:
+        idx = _first(bad)
         raise DataError(
-            names,
-            f"affines differ by up to {dev:.4g} mm (tolerance {atol_mm:g} mm): image affine "
-            f"{fmt(image.affine)} vs label affine {fmt(labels.affine)}",
+            p,
+            f"multi-label map must be binary (0/1) in each of its {arr.shape[-1]} channels; "
+            f"{n} voxels are not (e.g. {arr[idx]:g} at voxel {idx[:3]}, channel {idx[3]})",
         )
+    return _make_volume(p, img, arr.astype(np.uint8), canonical)
 
 
 # --------------------------------------------------------------------------------------------
