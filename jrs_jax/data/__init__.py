@@ -1,5 +1,6 @@
 """Data input/output and host-side preprocessing (numpy): NIfTI volumes and the built-in
-synthetic anatomy (:mod:`jrs_jax.data.synthetic`).
+synthetic anatomy (:mod:`jrs_jax.data.synthetic`), Learn2Reg ``dataset.json`` reading and
+writing (:mod:`jrs_jax.data.learn2reg`), ANTs warp files (:mod:`jrs_jax.data.ants`).
 
 See :mod:`jrs_jax.data.nifti` for the conventions (RAS+ canonical orientation on load, its
 undoing on save, atomic writes) and :class:`DataError` for the error messages.
@@ -8,6 +9,7 @@ undoing on save, atomic writes) and :class:`DataError` for the error messages.
 from .ants import load_ants_warp, save_ants_warp
 from .datasets import Dataset, Subject, load_folder, load_learn2reg, load_subject
 from .errors import DataError
+from .learn2reg import write_learn2reg
 from .nifti import (
     CropPadInfo,
     Volume,
@@ -16,6 +18,7 @@ from .nifti import (
     crop_or_pad,
     load_image,
     load_labels,
+    load_multilabel,
     normalize_intensity,
     resample_to_spacing,
     save_image,
@@ -23,13 +26,17 @@ from .nifti import (
 )
 from .sampling import (
     all_pairs,
+    all_within_subject_pairs,
     as_rng,
     atlas_pairs,
     batch_rng,
     draw_distinct,
     pair_batch,
     sample_pairs,
+    sequence_batch,
+    sequence_windows,
     subject_batch,
+    within_subject_pairs,
 )
 from .synthetic import make_subjects, make_template, write_learn2reg_dataset
 
@@ -40,6 +47,7 @@ __all__ = [
     "Subject",
     "Volume",
     "all_pairs",
+    "all_within_subject_pairs",
     "as_rng",
     "atlas_pairs",
     "atomic_save",
@@ -52,6 +60,7 @@ __all__ = [
     "load_image",
     "load_labels",
     "load_learn2reg",
+    "load_multilabel",
     "load_subject",
     "make_subjects",
     "make_template",
@@ -61,7 +70,11 @@ __all__ = [
     "sample_pairs",
     "save_ants_warp",
     "save_image",
+    "sequence_batch",
+    "sequence_windows",
     "subject_batch",
     "uncrop",
+    "within_subject_pairs",
+    "write_learn2reg",
     "write_learn2reg_dataset",
 ]

@@ -1,16 +1,24 @@
-"""Dataset readers (Learn2Reg ``dataset.json``, plain folders) and the in-memory dataset.
+"""The in-memory dataset (:class:`Subject`, :class:`Dataset`) and the plain-folder reader.
 
 Conventions
 -----------
-- A :class:`Subject` holds one image ``float32 [*S, 1]`` and optionally its label map
-  ``int32 [*S]``; ``S`` is ``(X, Y, Z)`` for 3-D data and ``(H, W)`` for 2-D data stored as
-  ``[H, W, 1]`` NIfTI volumes (the singleton third axis is dropped on loading). Arrays follow
-  :mod:`jrs_jax.data.nifti` (canonical RAS+ orientation, array axis ``k`` = voxel axis ``k``).
+- A :class:`Subject` is one scan: an image ``float32 [*S, C]`` (``C`` modalities as channels,
+  1 for most data), optionally its label map (``int32 [*S]``; multi-label datasets: ``uint8
+  [*S, K]`` binary, possibly overlapping channels), a region mask ``int32 [*S]`` and
+  ground-truth displacements ``float32 [*S, D]``; ``S`` is ``(X, Y, Z)`` for 3-D data and
+  ``(H, W)`` for 2-D data stored as ``[H, W, 1]`` NIfTI volumes (the singleton third axis is
+  dropped on loading). Arrays follow :mod:`jrs_jax.data.nifti` (canonical RAS+ orientation,
+  array axis ``k`` = voxel axis ``k``).
+- Several scans of one person share ``Subject.subject`` (an id) and differ by
+  ``Subject.time``; by default every scan is its own subject (``subject = name``, ``time =
+  0``). :meth:`Dataset.subject_ids` / :meth:`Dataset.scans` group them.
 - All subjects of a :class:`Dataset` share one spatial shape; the readers do **not** resample
   or crop (use :func:`~jrs_jax.data.resample_to_spacing` / :func:`~jrs_jax.data.crop_or_pad`
   beforehand and write the results, or build the :class:`Dataset` yourself).
 - Pairs are ``(fixed, moving)`` index pairs into ``Dataset.subjects`` (samplers and batch
   builders: :mod:`jrs_jax.data.sampling`).
+- Learn2Reg / nnU-Net ``dataset.json`` reading and writing: :mod:`jrs_jax.data.learn2reg`
+  (:func:`load_learn2reg` is re-exported here).
 - Problems with the user's files raise :class:`~jrs_jax.data.DataError` whose message starts
   with the offending file (the ``dataset.json`` for problems in the JSON itself).
 """
@@ -18,23 +26,140 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from .errors import DataError
-from .nifti import check_pair, load_image, load_labels, normalize_intensity
+from .nifti import (
+    Volume,
+    _grid_mismatch,
+    _open,
+    check_pair,
+    load_image,
+    load_labels,
+    load_multilabel,
+    normalize_intensity,
+)
 from .sampling import as_rng
 
 __all__ = [
+    "LABEL_FORMATS",
     "Dataset",
     "Subject",
     "load_folder",
     "load_learn2reg",
     "load_subject",
 ]
+
+#: ``Dataset.label_format`` values: integer maps ``[*S]`` or binary multi-label maps ``[*S, K]``.
+LABEL_FORMATS = ("integer", "multi")
+
+
+# --------------------------------------------------------------------------------------------
+# lazily loaded arrays (ground-truth fields)
+# --------------------------------------------------------------------------------------------
+
+
+class _MaybeDeferred:
+    """Data descriptor for an array attribute that may be given as a :class:`_DeferredField`:
+    it is then loaded on first access and cached (``None`` is the dataclass default)."""
+
+    def __set_name__(self, owner, name):
+        self._name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return None
+        value = obj.__dict__.get(self._name)
+        if isinstance(value, _DeferredField):
+            value = value()
+            obj.__dict__[self._name] = value
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self._name] = value
+
+
+def _reference(vol: Volume) -> Volume:
+    """A data-free stand-in for ``vol`` (its grid and path) for later grid checks."""
+    return Volume(data=np.broadcast_to(np.uint8(0), vol.shape), affine=vol.affine, path=vol.path)
+
+
+def _load_field(path: str, ref: Volume, ndim: int) -> np.ndarray:
+    """Displacement file -> ``float32 [*S, D]`` on ``ref``'s (canonical) grid.
+
+    The canonical reorientation permutes / flips the array axes; the vector components (voxel
+    units along the file's axes) are permuted / negated the same way. A 2-D field ``[H, W, 1,
+    2]`` read as 3-D data (``ndim=3``) gets a zero third component.
+    """
+    vol = load_image(path, channels=True)
+    check_pair(ref, vol, what="field")
+    data = vol.data
+    if ndim == 3 and data.shape[-1] == 2 and data.shape[2] == 1:  # 2-D field read as 3-D
+        data = np.concatenate([data, np.zeros_like(data[..., :1])], -1)
+    if data.shape[-1] != ndim or (ndim == 2 and data.shape[2] != 1):
+        raise DataError(
+            path,
+            f"displacement field must be [*S, {ndim}] for {ndim}-D data (stored as "
+            f"{'[H, W, 1, 2]' if ndim == 2 else '[X, Y, Z, 3]'}); got shape "
+            f"{tuple(data.shape)}",
+        )
+    out = np.empty(data.shape, np.float32)
+    for k in range(ndim):
+        dest, flip = int(vol.ornt[k, 0]), float(vol.ornt[k, 1])
+        if dest >= ndim:
+            raise DataError(path, f"file axis {k} becomes array axis {dest} on reorientation")
+        out[..., dest] = flip * data[..., k]
+    return np.ascontiguousarray(out[:, :, 0] if ndim == 2 else out)
+
+
+def _header(path: str) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, affine) of a NIfTI file from its header alone (no voxel data read)."""
+    try:
+        with ImageOpener(path) as f:
+            hdr = nib.Nifti1Header.from_fileobj(f, check=False)
+        return tuple(int(n) for n in hdr.get_data_shape()), hdr.get_best_affine()
+    except Exception:  # NIfTI-2, .hdr/.img pairs, damaged files: the full loader decides
+        _, img = _open(path)
+        return tuple(int(n) for n in img.shape), np.asarray(img.affine, np.float64)
+
+
+def _check_field_header(path: str, ref: Volume, file_shape, file_affine, ndim: int) -> None:
+    """The checks of :func:`_load_field` that only need the header (cheap: no voxel data)."""
+    shape, affine = _header(path)
+    extra = [n for n in shape[3:] if n != 1]
+    flat = ndim == 3 and extra == [2] and shape[2] == 1  # 2-D field read as 3-D
+    spatial = tuple(file_shape[:3])
+    if len(shape) < 4 or tuple(shape[:3]) != spatial or (extra != [ndim] and not flat):
+        raise DataError(
+            f"{ref.path} / {path}",
+            f"displacement field shape {shape} does not match the image grid {spatial} with "
+            f"{ndim} components (expected {(*spatial, ndim)})",
+        )
+    bad = _grid_mismatch(spatial, file_affine, spatial, affine, atol_mm=1e-3)
+    if bad is not None:  # the full check gives the message
+        grid = np.broadcast_to(np.uint8(0), spatial)
+        check_pair(
+            Volume(data=grid, affine=file_affine, path=ref.path),
+            Volume(data=grid, affine=affine, path=path),
+            what="field",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _DeferredField:
+    """Loads one displacement file when called (picklable: no closures)."""
+
+    path: str
+    ref: Volume
+    ndim: int
+
+    def __call__(self) -> np.ndarray:
+        return _load_field(self.path, self.ref, self.ndim)
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,19 +169,38 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Subject:
-    """One subject: an image and (optionally) its label map, on the same grid.
+    """One scan: an image, and optionally its label map, region mask and ground-truth fields,
+    all on the same grid.
 
     Attributes:
-      name: file name of the image without ``.nii`` / ``.nii.gz``.
-      image: float32 ``[*S, 1]`` (intensity-normalised to ``[0, 1]`` if loaded with
-        ``normalize=True``).
-      labels: int32 ``[*S]``, or ``None`` for an unlabelled subject.
+      name: file name of the image without ``.nii`` / ``.nii.gz`` (Learn2Reg: of the path
+        the ``dataset.json`` gives, e.g. ``case`` for nnU-Net's ``case.nii.gz`` naming of
+        ``case_0000.nii.gz``, ``case_0001.nii.gz``...).
+      image: float32 ``[*S, C]``, one channel per modality (each intensity-normalised to
+        ``[0, 1]`` on its own if loaded with ``normalize=True``).
+      labels: int32 ``[*S]`` (integer label map), uint8 ``[*S, K]`` (multi-label map:
+        ``K`` binary, possibly overlapping channels), or ``None`` for an unlabelled subject.
       affine: ``[4, 4]`` voxel-to-world (RAS+, mm) affine of the (canonical, 3-D) grid; for
         2-D data it is the affine of the ``[H, W, 1]`` file grid.
       spacing: voxel size in mm along the ``len(S)`` array axes.
-      image_path, label_path: files loaded (``label_path`` is ``None`` when unlabelled).
+      image_path, label_path: files loaded (``image_path`` is the first channel's file;
+        ``label_path`` is ``None`` when unlabelled).
       held_out: True for subjects that are not training subjects (Learn2Reg subjects only
         referenced by ``registration_val``).
+      subject: id of the person / animal / object scanned; scans of one subject share it.
+        Default: ``name`` (every scan its own subject).
+      time: time point of the scan within its subject (any integer order: visit number,
+        frame index...); default 0.
+      mask: int32 ``[*S]`` region map (0 = outside; e.g. a body mask or lobe labels), or
+        ``None``.
+      field, field_inv: float32 ``[*S, D]`` ground-truth displacements (voxels along array
+        axes, pull-back) or ``None``: ``field`` pulls a common reference (the synthetic
+        template) onto this scan, ``field_inv`` this scan onto the reference; for a pair
+        (fixed ``f``, moving ``m``) the ground truth with ``warp(moving, u) ~ fixed`` is
+        ``u = compose(f.field, m.field_inv)`` (``pair_batch(..., fields=True)``). Loaded
+        from disk on first access when the reader was asked for ``fields="lazy"``.
+      mask_path, field_path, field_inv_path: files loaded (or ``None``).
+      channel_paths: the image file of each channel (``(image_path,)`` for one channel).
     """
 
     name: str
@@ -67,6 +211,22 @@ class Subject:
     image_path: str
     label_path: str | None = None
     held_out: bool = False
+    subject: str | None = None
+    time: int = 0
+    mask: np.ndarray | None = None
+    field: np.ndarray | None = _MaybeDeferred()
+    field_inv: np.ndarray | None = _MaybeDeferred()
+    mask_path: str | None = None
+    field_path: str | None = None
+    field_inv_path: str | None = None
+    channel_paths: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.subject is None:
+            object.__setattr__(self, "subject", self.name)
+        if not self.channel_paths:
+            object.__setattr__(self, "channel_paths", (self.image_path,))
+        object.__setattr__(self, "time", int(self.time))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -74,8 +234,32 @@ class Subject:
         return tuple(self.image.shape[:-1])
 
     @property
+    def num_channels(self) -> int:
+        return int(self.image.shape[-1])
+
+    @property
     def has_labels(self) -> bool:
         return self.labels is not None
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask is not None
+
+    @property
+    def has_field(self) -> bool:
+        """Whether both ground-truth fields are available (without loading them)."""
+        return all(self.__dict__.get(k) is not None for k in ("field", "field_inv"))
+
+    def replace(self, **changes) -> Subject:
+        """``dataclasses.replace`` that leaves not-yet-loaded fields unloaded."""
+        kwargs = {f.name: self.__dict__[f.name] for f in dataclasses.fields(self)}
+        kwargs.update(changes)
+        return type(self)(**kwargs)
+
+
+def _default_modalities(subjects: Sequence[Subject]) -> tuple[str, ...]:
+    c = subjects[0].num_channels if subjects else 1
+    return ("image",) if c == 1 else tuple(f"channel_{k}" for k in range(c))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -87,11 +271,32 @@ class Dataset:
       val_pairs: ``(fixed, moving)`` index pairs into ``subjects`` (Learn2Reg
         ``registration_val``); empty for folders.
       source: the ``dataset.json`` or folder the dataset was read from (or ``None``).
+      modalities: one name per image channel (the JSON's ``modality`` names); default
+        ``("image",)`` for one channel, ``("channel_0", ...)`` otherwise.
+      label_format: ``"integer"`` (label maps int32 ``[*S]``) or ``"multi"`` (uint8
+        ``[*S, K]`` binary channels).
+      label_names: ``{label or channel index: name}`` from the JSON's ``labels``, or ``None``.
     """
 
     subjects: tuple[Subject, ...]
     val_pairs: tuple[tuple[int, int], ...] = ()
     source: str | None = None
+    modalities: tuple[str, ...] = ()
+    label_format: str = "integer"
+    label_names: dict[int, str] | None = None
+
+    def __post_init__(self):
+        if self.label_format not in LABEL_FORMATS:
+            raise ValueError(
+                f"label_format must be one of {LABEL_FORMATS}; got {self.label_format!r}"
+            )
+        mods = tuple(self.modalities) or _default_modalities(self.subjects)
+        object.__setattr__(self, "modalities", mods)
+        if self.subjects and len(mods) != self.subjects[0].num_channels:
+            raise ValueError(
+                f"{len(mods)} modalities {mods} for images with "
+                f"{self.subjects[0].num_channels} channels"
+            )
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -104,6 +309,34 @@ class Dataset:
     @property
     def ndim(self) -> int:
         return len(self.shape)
+
+    @property
+    def num_channels(self) -> int:
+        """Image channels ``C`` (modalities)."""
+        return len(self.modalities)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether label maps are multi-label ``[*S, K]`` (``label_format == "multi"``)."""
+        return self.label_format == "multi"
+
+    @property
+    def num_label_channels(self) -> int | None:
+        """``K`` of a multi-label dataset (0 if no subject is labelled); ``None`` for integer
+        label maps."""
+        if not self.multi_label:
+            return None
+        return next((int(s.labels.shape[-1]) for s in self.subjects if s.has_labels), 0)
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether any subject has a region mask."""
+        return any(s.mask is not None for s in self.subjects)
+
+    @property
+    def has_fields(self) -> bool:
+        """Whether every subject has both ground-truth fields (not loading them)."""
+        return bool(self.subjects) and all(s.has_field for s in self.subjects)
 
     def training(self) -> list[int]:
         """Indices of the training (not held-out) subjects."""
@@ -120,6 +353,24 @@ class Dataset:
     def unlabelled(self) -> list[int]:
         """Indices of the *training* subjects without labels (held-out ones excluded)."""
         return [i for i, s in enumerate(self.subjects) if not s.held_out and not s.has_labels]
+
+    def subject_ids(self) -> list[str]:
+        """Distinct ``Subject.subject`` ids, in order of first appearance."""
+        return list(dict.fromkeys(s.subject for s in self.subjects))
+
+    def scans(self, subject_id: str, indices: Sequence[int] | None = None) -> list[int]:
+        """Indices of the scans of ``subject_id``, sorted by ``time`` (then index), among
+        ``indices`` if given (all subjects otherwise).
+
+        Raises:
+          ValueError: ``subject_id`` is not in the dataset.
+        """
+        pool = range(len(self.subjects)) if indices is None else indices
+        out = [int(i) for i in np.asarray(pool, np.int64).reshape(-1)]
+        out = [i for i in out if self.subjects[i].subject == subject_id]
+        if not out and all(s.subject != subject_id for s in self.subjects):
+            raise ValueError(f"no subject {subject_id!r} in the dataset")
+        return sorted(dict.fromkeys(out), key=lambda i: (self.subjects[i].time, i))
 
     def split_labelled(self, num_labelled: int, *, key_or_seed) -> Dataset:
         """A copy where only ``num_labelled`` training subjects keep their labels.
@@ -146,25 +397,60 @@ class Dataset:
         subjects = tuple(
             s
             if (i in keep or s.held_out or not s.has_labels)
-            else dataclasses.replace(s, labels=None, label_path=None)
+            else s.replace(labels=None, label_path=None)
             for i, s in enumerate(self.subjects)
         )
         return dataclasses.replace(self, subjects=subjects)
 
-    def stack(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
-        """Batch subjects: ``images`` float32 ``[B, *S, 1]``, ``labels`` int32 ``[B, *S]``
-        (zeros for unlabelled subjects) and ``has_label`` bool ``[B]``."""
+    def _channels(self, channels) -> list[int] | None:
+        if channels is None:
+            return None
+        ch = [int(c) for c in np.atleast_1d(np.asarray(channels, np.int64))]
+        bad = [c for c in ch if not 0 <= c < self.num_channels]
+        if bad or not ch:
+            raise ValueError(
+                f"channels {ch} out of range for {self.num_channels} channels {self.modalities}"
+            )
+        return ch
+
+    def stack(self, indices: Sequence[int], *, channels=None) -> dict[str, np.ndarray]:
+        """Batch subjects.
+
+        Returns:
+          ``images`` float32 ``[B, *S, C]`` (``[B, *S, len(channels)]`` with ``channels``, an
+          int or a list of channel indices), ``labels`` int32 ``[B, *S]`` (multi-label
+          datasets: uint8 ``[B, *S, K]``; zeros for unlabelled subjects), ``has_label`` bool
+          ``[B]``; if the dataset has masks, also ``masks`` int32 ``[B, *S]`` (zeros where
+          absent) and ``has_mask`` bool ``[B]``.
+        """
+        ch = self._channels(channels)
         idx = [int(i) for i in np.asarray(indices, np.int64).reshape(-1)]
         subs = [self.subjects[i] for i in idx]
         shape = self.shape
-        images = np.stack([s.image for s in subs]) if subs else np.zeros((0, *shape, 1), np.float32)
-        labels = np.zeros((len(subs), *shape), np.int32)
+        c = self.num_channels if ch is None else len(ch)
+        if subs:
+            images = np.stack([s.image if ch is None else s.image[..., ch] for s in subs])
+        else:
+            images = np.zeros((0, *shape, c), np.float32)
+        if self.multi_label:
+            labels = np.zeros((len(subs), *shape, self.num_label_channels), np.uint8)
+        else:
+            labels = np.zeros((len(subs), *shape), np.int32)
         has = np.zeros((len(subs),), bool)
         for b, s in enumerate(subs):
             if s.labels is not None:
                 labels[b] = s.labels
                 has[b] = True
-        return {"images": images.astype(np.float32, copy=False), "labels": labels, "has_label": has}
+        out = {"images": images.astype(np.float32, copy=False), "labels": labels, "has_label": has}
+        if self.has_masks:
+            masks = np.zeros((len(subs), *shape), np.int32)
+            has_mask = np.zeros((len(subs),), bool)
+            for b, s in enumerate(subs):
+                if s.mask is not None:
+                    masks[b] = s.mask
+                    has_mask[b] = True
+            out["masks"], out["has_mask"] = masks, has_mask
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +465,95 @@ def _strip_ext(fname: str) -> str:
     return fname
 
 
+def _squeeze_2d(path: str, data: np.ndarray) -> np.ndarray:
+    if data.shape[2] != 1:
+        raise DataError(
+            path, f"2-D data expected as [H, W, 1] volumes; got shape {tuple(data.shape)}"
+        )
+    return data[:, :, 0]
+
+
+def _load_scan(
+    channel_paths: Sequence[str],
+    label_path: str | None = None,
+    *,
+    ndim: int,
+    normalize: bool,
+    held_out: bool = False,
+    name: str | None = None,
+    label_format: str = "integer",
+    mask_path: str | None = None,
+    field_path: str | None = None,
+    field_inv_path: str | None = None,
+    fields: bool | str = "lazy",
+    subject: str | None = None,
+    time: int = 0,
+) -> Subject:
+    """Load one scan's files (see :class:`Subject`); every file is checked against the first
+    channel's grid (:func:`~jrs_jax.data.check_pair`)."""
+    image_path = channel_paths[0]
+    vols = [load_image(p) for p in channel_paths]
+    img = vols[0]
+    for v in vols[1:]:
+        check_pair(img, v, what="channel")
+    lab = mask = None
+    if label_path is not None:
+        lab = load_multilabel(label_path) if label_format == "multi" else load_labels(label_path)
+        check_pair(img, lab)
+    if mask_path is not None:
+        mask = load_labels(mask_path)
+        check_pair(img, mask, what="mask")
+    data = img.data if len(vols) == 1 else np.stack([v.data for v in vols], -1)
+    labels = None if lab is None else lab.data
+    mask_data = None if mask is None else mask.data
+    spacing = tuple(img.spacing)
+    if ndim == 2:
+        data = _squeeze_2d(image_path, data)
+        labels = None if labels is None else labels[:, :, 0]
+        mask_data = None if mask_data is None else mask_data[:, :, 0]
+        spacing = spacing[:2]
+    if normalize:
+        data = (
+            normalize_intensity(data)
+            if len(vols) == 1
+            else normalize_intensity(data, channel_axis=-1)
+        )
+    image = np.ascontiguousarray(data, np.float32)
+    if len(vols) == 1:
+        image = image[..., None]
+    if labels is not None:
+        labels = np.ascontiguousarray(labels, np.uint8 if label_format == "multi" else np.int32)
+    loaded = {}
+    for key, p in (("field", field_path), ("field_inv", field_inv_path)):
+        if p is None or fields is False:
+            loaded[key] = None
+        elif fields == "lazy":
+            _check_field_header(p, img, img.header.get_data_shape(), img.file_affine, ndim)
+            loaded[key] = _DeferredField(p, _reference(img), ndim)
+        else:
+            loaded[key] = _load_field(p, img, ndim)
+    keep = fields is not False
+    return Subject(
+        name=_strip_ext(os.path.basename(image_path)) if name is None else name,
+        image=image,
+        labels=labels,
+        affine=img.affine,
+        spacing=spacing,
+        image_path=image_path,
+        label_path=label_path,
+        held_out=held_out,
+        subject=subject,
+        time=time,
+        mask=None if mask_data is None else np.ascontiguousarray(mask_data, np.int32),
+        field=loaded["field"],
+        field_inv=loaded["field_inv"],
+        mask_path=mask_path,
+        field_path=field_path if keep else None,
+        field_inv_path=field_inv_path if keep else None,
+        channel_paths=tuple(channel_paths),
+    )
+
+
 def _load_subject(
     image_path: str,
     label_path: str | None,
@@ -187,35 +562,7 @@ def _load_subject(
     normalize: bool,
     held_out: bool = False,
 ) -> Subject:
-    img = load_image(image_path)
-    lab = None
-    if label_path is not None:
-        lab = load_labels(label_path)
-        check_pair(img, lab)
-    data = img.data
-    labels = None if lab is None else lab.data
-    spacing = tuple(img.spacing)
-    if ndim == 2:
-        if data.shape[2] != 1:
-            raise DataError(
-                image_path,
-                f"2-D data expected as [H, W, 1] volumes; got shape {tuple(data.shape)}",
-            )
-        data = data[:, :, 0]
-        labels = None if labels is None else labels[:, :, 0]
-        spacing = spacing[:2]
-    if normalize:
-        data = normalize_intensity(data)
-    return Subject(
-        name=_strip_ext(os.path.basename(image_path)),
-        image=np.ascontiguousarray(data, np.float32)[..., None],
-        labels=None if labels is None else np.ascontiguousarray(labels, np.int32),
-        affine=img.affine,
-        spacing=spacing,
-        image_path=image_path,
-        label_path=label_path,
-        held_out=held_out,
-    )
+    return _load_scan([image_path], label_path, ndim=ndim, normalize=normalize, held_out=held_out)
 
 
 def load_subject(
@@ -254,107 +601,6 @@ def _check_ndim(ndim, source: str) -> int:
     if ndim not in (2, 3):
         raise DataError(source, f"ndim must be 2 or 3; got {ndim!r}")
     return int(ndim)
-
-
-def load_learn2reg(
-    json_path: str | os.PathLike, *, normalize: bool = True, ndim: int | None = None
-) -> Dataset:
-    """Read a Learn2Reg / nnU-Net style ``dataset.json``.
-
-    ``training`` entries ``{"image": ..., "label": ...}`` (``label`` optional) become the
-    training subjects, in order. Images referenced by ``registration_val`` pairs
-    ``{"fixed": ..., "moving": ...}`` that are not training images are loaded as extra
-    subjects with ``held_out=True`` (after the training subjects, in order of first
-    appearance); their labels are taken from the file of the same name in ``labelsTr`` next to
-    the image's ``imagesTr`` folder when it exists (for validation Dice), else ``None``.
-    ``Dataset.val_pairs`` holds the pairs as ``(fixed, moving)`` subject indices. Paths are
-    relative to the JSON file's folder (absolute paths are kept).
-
-    Args:
-      json_path: the ``dataset.json``.
-      normalize: apply :func:`~jrs_jax.data.normalize_intensity` (percentiles 0.5 / 99.5 ->
-        ``[0, 1]``) to each image.
-      ndim: 2 or 3; default: ``jrs_jax.ndim`` of the JSON if present, else 3. With 2, files
-        must be ``[H, W, 1]`` and are squeezed to ``[H, W]``.
-
-    Raises:
-      DataError: (message starting with the JSON file) missing / invalid JSON, no
-        ``training`` list, entries without ``image``, referenced files missing (naming the
-        entry and the resolved path), subjects of different shapes; plus the errors of
-        :func:`~jrs_jax.data.load_image` / ``load_labels`` / ``check_pair`` for bad files.
-    """
-    jp = os.fspath(json_path)
-    if not os.path.isfile(jp):
-        raise DataError(jp, "dataset JSON file not found")
-    try:
-        with open(jp) as f:
-            meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(jp, f"invalid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise DataError(jp, f"expected a JSON object at the top level; got {type(meta).__name__}")
-    if "training" not in meta:
-        raise DataError(jp, "missing 'training' key")
-    training = meta["training"]
-    if not isinstance(training, list):
-        raise DataError(jp, f"'training' must be a list; got {type(training).__name__}")
-    if ndim is None:
-        extra = meta.get("jrs_jax")
-        ndim = extra.get("ndim", 3) if isinstance(extra, dict) else 3
-    ndim = _check_ndim(ndim, jp)
-    base = os.path.dirname(os.path.abspath(jp))
-
-    def resolve(rel, where: str) -> str:
-        if not isinstance(rel, str) or not rel:
-            raise DataError(jp, f"{where}: expected a file path, got {rel!r}")
-        p = os.path.normpath(os.path.join(base, rel))
-        if not os.path.isfile(p):
-            raise DataError(jp, f"{where}: file {rel!r} not found (resolved to {p})")
-        return p
-
-    entries: list[tuple[str, str | None, bool]] = []
-    index: dict[str, int] = {}
-    for k, entry in enumerate(training):
-        where = f"training[{k}]"
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise DataError(jp, f"{where} has no 'image' entry: {entry!r}")
-        img = resolve(entry["image"], f"{where} image")
-        lab = resolve(entry["label"], f"{where} label") if entry.get("label") else None
-        if img in index:
-            raise DataError(jp, f"{where}: image {entry['image']!r} is listed twice")
-        index[img] = len(entries)
-        entries.append((img, lab, False))
-
-    pairs: list[tuple[int, int]] = []
-    val = meta.get("registration_val", []) or []
-    if not isinstance(val, list):
-        raise DataError(jp, f"'registration_val' must be a list; got {type(val).__name__}")
-    for k, pair in enumerate(val):
-        where = f"registration_val[{k}]"
-        if not isinstance(pair, dict) or "fixed" not in pair or "moving" not in pair:
-            raise DataError(jp, f"{where} needs 'fixed' and 'moving' entries: {pair!r}")
-        ij = []
-        for role in ("fixed", "moving"):
-            p = resolve(pair[role], f"{where} {role}")
-            if p not in index:
-                folder, fname = os.path.split(p)
-                guess = os.path.join(os.path.dirname(folder), "labelsTr", fname)
-                lab = (
-                    guess
-                    if os.path.basename(folder) == "imagesTr" and os.path.isfile(guess)
-                    else None
-                )
-                index[p] = len(entries)
-                entries.append((p, lab, True))
-            ij.append(index[p])
-        pairs.append((ij[0], ij[1]))
-
-    subjects = tuple(
-        _load_subject(img, lab, ndim=ndim, normalize=normalize, held_out=held)
-        for img, lab, held in entries
-    )
-    _check_shapes(subjects, jp)
-    return Dataset(subjects=subjects, val_pairs=tuple(pairs), source=jp)
 
 
 def _nifti_files(folder: str) -> dict[str, str]:
@@ -401,3 +647,6 @@ def load_folder(
     )
     _check_shapes(subjects, root)
     return Dataset(subjects=subjects, val_pairs=(), source=root)
+
+
+from .learn2reg import load_learn2reg  # noqa: E402  (re-export; learn2reg imports this module)

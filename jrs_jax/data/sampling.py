@@ -16,6 +16,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,14 +27,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "all_pairs",
+    "all_within_subject_pairs",
     "as_rng",
     "atlas_pairs",
     "batch_rng",
     "draw_distinct",
     "pair_batch",
     "sample_pairs",
+    "sequence_batch",
+    "sequence_windows",
     "subject_batch",
     "unique_indices",
+    "within_subject_pairs",
 ]
 
 
@@ -102,29 +107,195 @@ def draw_distinct(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndar
     return np.stack([pool[i], pool[j]], -1)
 
 
-def sample_pairs(rng, indices: Sequence[int], batch_size: int) -> np.ndarray:
+def sample_pairs(
+    rng, indices: Sequence[int], batch_size: int, *, distinct: bool = True
+) -> np.ndarray:
     """``batch_size`` random ordered ``(fixed, moving)`` pairs, uniform over the
     ``n(n-1)`` pairs of distinct ``indices`` (with replacement across rows): ``int64 [B, 2]``.
 
+    With ``distinct=False`` a row may pair a subject with itself (uniform over the ``n^2``
+    pairs): cross-modal registration of one scan's two modalities
+    (``pair_batch(..., moving_channel=0, fixed_channel=1)``).
+
     Raises:
-      ValueError: fewer than two indices.
+      ValueError: fewer than two indices (one with ``distinct=False``).
     """
     idx = unique_indices(indices)
+    rng = as_rng(rng)
+    if not distinct:
+        if len(idx) < 1:
+            raise ValueError("need at least 1 index to draw pairs; got 0")
+        return idx[rng.integers(0, len(idx), size=(int(batch_size), 2))].astype(np.int64)
     if len(idx) < 2:
         raise ValueError(f"need at least 2 indices to draw pairs; got {len(idx)}")
-    return draw_distinct(as_rng(rng), idx, int(batch_size)).astype(np.int64)
+    return draw_distinct(rng, idx, int(batch_size)).astype(np.int64)
 
 
-def pair_batch(dataset: Dataset, pairs: np.ndarray) -> dict[str, np.ndarray]:
+def _scans_by_subject(dataset: Dataset, indices: Sequence[int]) -> list[np.ndarray]:
+    """Per subject (first-appearance order among ``indices``): its scans in ``indices``,
+    sorted by time."""
+    idx = unique_indices(indices)
+    groups: dict[str, list[int]] = {}
+    for i in idx.tolist():
+        groups.setdefault(dataset.subjects[i].subject, []).append(i)
+    return [
+        np.asarray(sorted(g, key=lambda i: (dataset.subjects[i].time, i)), np.int64)
+        for g in groups.values()
+    ]
+
+
+def within_subject_pairs(
+    rng, dataset: Dataset, indices: Sequence[int], batch_size: int
+) -> np.ndarray:
+    """Random ordered ``(fixed, moving)`` pairs of two distinct scans of one subject:
+    ``int64 [B, 2]``.
+
+    Each row draws a subject uniformly among the subjects with at least two scans in
+    ``indices`` (``Subject.subject``), then an ordered pair of two of its scans uniformly
+    (longitudinal registration).
+
+    Raises:
+      ValueError: no subject has two scans among ``indices`` (naming how many subjects and
+        scans there are).
+    """
+    groups = _scans_by_subject(dataset, indices)
+    pools = [g for g in groups if len(g) >= 2]
+    if not pools:
+        raise ValueError(
+            f"no subject has 2 or more scans among the {sum(len(g) for g in groups)} indices "
+            f"({len(groups)} subjects, 1 scan each); within-subject pairs need longitudinal "
+            "data (Subject.subject shared by several scans)"
+        )
+    rng = as_rng(rng)
+    which = rng.integers(0, len(pools), size=int(batch_size))
+    out = np.zeros((int(batch_size), 2), np.int64)
+    for b, w in enumerate(which.tolist()):
+        out[b] = draw_distinct(rng, pools[w], 1)[0]
+    return out
+
+
+def all_within_subject_pairs(dataset: Dataset, indices: Sequence[int]) -> np.ndarray:
+    """Every ordered pair of two distinct scans of one subject: ``int64 [P, 2]``.
+
+    Deterministic order (for evaluation): subjects in order of first appearance among
+    ``indices``; within a subject, fixed-major over its scans sorted by time. ``[0, 2]``
+    when no subject has two scans.
+    """
+    parts = [all_pairs(g) for g in _scans_by_subject(dataset, indices) if len(g) >= 2]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 2), np.int64)
+
+
+def sequence_windows(
+    rng, dataset: Dataset, indices: Sequence[int], length: int, batch_size: int
+) -> np.ndarray:
+    """Random windows of ``length`` consecutive-in-time scans of one subject:
+    ``int64 [B, T]`` (row ``b``: scan indices in increasing time).
+
+    Each row draws a subject uniformly among those with at least ``T`` scans in ``indices``,
+    then a start uniformly among its ``n - T + 1`` windows ("consecutive" is among the
+    subject's scans in ``indices``, ordered by ``Subject.time``).
+
+    Raises:
+      ValueError: ``length < 1`` or no subject has ``length`` scans among ``indices``.
+    """
+    t = int(length)
+    if t < 1:
+        raise ValueError(f"length must be >= 1; got {length}")
+    groups = _scans_by_subject(dataset, indices)
+    pools = [g for g in groups if len(g) >= t]
+    if not pools:
+        most = max((len(g) for g in groups), default=0)
+        raise ValueError(
+            f"no subject has {t} scans among the indices (at most {most} scans per subject, "
+            f"{len(groups)} subjects)"
+        )
+    rng = as_rng(rng)
+    which = rng.integers(0, len(pools), size=int(batch_size))
+    out = np.zeros((int(batch_size), t), np.int64)
+    for b, w in enumerate(which.tolist()):
+        start = int(rng.integers(0, len(pools[w]) - t + 1))
+        out[b] = pools[w][start : start + t]
+    return out
+
+
+def sequence_batch(dataset: Dataset, windows: np.ndarray) -> dict[str, np.ndarray]:
+    """Stack windows of scans ``[B, T]`` (:func:`sequence_windows`) into arrays.
+
+    Returns ``sequence`` float32 ``[B, T, *S, C]``, ``sequence_labels`` int32
+    ``[B, T, *S]`` (multi-label datasets: uint8 ``[B, T, *S, K]``; zeros where unlabelled),
+    ``sequence_has_label`` bool ``[B, T]`` and ``sequence_time`` int64 ``[B, T]``
+    (``Subject.time``); with masks also ``sequence_masks`` int32 ``[B, T, *S]`` and
+    ``sequence_has_mask`` bool ``[B, T]``.
+    """
+    windows = np.asarray(windows, np.int64)
+    if windows.ndim != 2:
+        raise ValueError(f"windows must be [B, T]; got shape {windows.shape}")
+    b, t = windows.shape
+    s = dataset.stack(windows.reshape(-1))
+    out = {
+        "sequence": s["images"].reshape(b, t, *s["images"].shape[1:]),
+        "sequence_labels": s["labels"].reshape(b, t, *s["labels"].shape[1:]),
+        "sequence_has_label": s["has_label"].reshape(b, t),
+        "sequence_time": np.asarray(
+            [dataset.subjects[i].time for i in windows.reshape(-1)], np.int64
+        ).reshape(b, t),
+    }
+    if "masks" in s:
+        out["sequence_masks"] = s["masks"].reshape(b, t, *s["masks"].shape[1:])
+        out["sequence_has_mask"] = s["has_mask"].reshape(b, t)
+    return out
+
+
+@functools.cache
+def _compose_jit():
+    import jax
+
+    from ..spatial.fields import compose
+
+    return jax.jit(compose)
+
+
+def _gt_displacements(dataset: Dataset, pairs: np.ndarray) -> np.ndarray:
+    missing = [
+        int(i)
+        for i in dict.fromkeys(pairs.reshape(-1).tolist())
+        if not dataset.subjects[int(i)].has_field
+    ]
+    if missing:
+        s = dataset.subjects[missing[0]]
+        raise ValueError(
+            f"fields=True needs the ground-truth fields of every subject of the batch; subject "
+            f"{missing[0]} ({s.name!r}) has none ({len(missing)} such subjects)"
+        )
+    u = np.stack([dataset.subjects[int(f)].field for f in pairs[:, 0]])
+    v = np.stack([dataset.subjects[int(m)].field_inv for m in pairs[:, 1]])
+    return np.asarray(_compose_jit()(u, v), np.float32)
+
+
+def pair_batch(
+    dataset: Dataset,
+    pairs: np.ndarray,
+    *,
+    moving_channel: int | None = None,
+    fixed_channel: int | None = None,
+    fields: bool = False,
+) -> dict[str, np.ndarray]:
     """Stack ``(fixed, moving)`` index pairs ``[B, 2]`` into arrays.
 
-    Returns ``fixed``/``moving`` float32 ``[B, *S, 1]``, ``fixed_labels``/``moving_labels``
-    int32 ``[B, *S]`` (zeros where unlabelled) and ``fixed_has_label``/``moving_has_label``
-    bool ``[B]``.
+    Returns ``fixed``/``moving`` float32 ``[B, *S, C]`` (``[B, *S, 1]`` with
+    ``fixed_channel`` / ``moving_channel``: that channel only, for cross-modal
+    registration), ``fixed_labels``/``moving_labels`` int32 ``[B, *S]`` (multi-label
+    datasets: uint8 ``[B, *S, K]``; zeros where unlabelled) and
+    ``fixed_has_label``/``moving_has_label`` bool ``[B]``. If the dataset has masks, also
+    ``fixed_mask``/``moving_mask`` int32 ``[B, *S]`` and ``fixed_has_mask``/
+    ``moving_has_mask`` bool ``[B]``. With ``fields=True``, ``gt_disp`` float32
+    ``[B, *S, D]``: the ground truth ``compose(fixed.field, moving.field_inv)``, with
+    ``warp(moving, gt_disp) ~ fixed`` (``ValueError`` if a subject has no fields).
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-    f, m = dataset.stack(pairs[:, 0]), dataset.stack(pairs[:, 1])
-    return {
+    f = dataset.stack(pairs[:, 0], channels=fixed_channel)
+    m = dataset.stack(pairs[:, 1], channels=moving_channel)
+    out = {
         "fixed": f["images"],
         "moving": m["images"],
         "fixed_labels": f["labels"],
@@ -132,9 +303,24 @@ def pair_batch(dataset: Dataset, pairs: np.ndarray) -> dict[str, np.ndarray]:
         "fixed_has_label": f["has_label"],
         "moving_has_label": m["has_label"],
     }
+    if "masks" in f:
+        out.update(
+            fixed_mask=f["masks"],
+            moving_mask=m["masks"],
+            fixed_has_mask=f["has_mask"],
+            moving_has_mask=m["has_mask"],
+        )
+    if fields:
+        out["gt_disp"] = _gt_displacements(dataset, pairs)
+    return out
 
 
-def subject_batch(dataset: Dataset, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """``image`` ``[B, *S, 1]``, ``labels`` ``[B, *S]`` and ``has_label`` ``[B]`` of subjects."""
-    s = dataset.stack(indices)
-    return {"image": s["images"], "labels": s["labels"], "has_label": s["has_label"]}
+def subject_batch(dataset: Dataset, indices: np.ndarray, *, channels=None) -> dict[str, np.ndarray]:
+    """``image`` ``[B, *S, C]`` (``channels``: a subset), ``labels`` ``[B, *S]`` (multi-label:
+    ``[B, *S, K]``) and ``has_label`` ``[B]`` of subjects; with masks also ``mask`` int32
+    ``[B, *S]`` and ``has_mask`` bool ``[B]``."""
+    s = dataset.stack(indices, channels=channels)
+    out = {"image": s["images"], "labels": s["labels"], "has_label": s["has_label"]}
+    if "masks" in s:
+        out.update(mask=s["masks"], has_mask=s["has_mask"])
+    return out

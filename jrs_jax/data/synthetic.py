@@ -26,7 +26,6 @@ Conventions (those of :mod:`jrs_jax.spatial`)
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -40,6 +39,8 @@ from ..spatial.fields import integrate_velocity
 from ..spatial.filters import gaussian_filter
 from ..spatial.random import random_velocity
 from ..spatial.warp import warp_labels
+from .datasets import Dataset, Subject
+from .learn2reg import _to_file, write_learn2reg
 from .nifti import save_image
 
 __all__ = ["make_subjects", "make_template", "write_learn2reg_dataset"]
@@ -351,13 +352,6 @@ def _as_key(key) -> tuple[jax.Array, object]:
     return jnp.asarray(key), np.asarray(key).tolist()
 
 
-def _to_file(arr: np.ndarray, ndim: int) -> np.ndarray:
-    """``[*S(, C)]`` -> 3-D file layout: 2-D ``[H, W(, C)]`` becomes ``[H, W, 1(, C)]``."""
-    if ndim == 2:
-        return arr.reshape(*arr.shape[:2], 1, *arr.shape[2:])
-    return arr
-
-
 def write_learn2reg_dataset(
     root: str | os.PathLike,
     *,
@@ -445,69 +439,66 @@ def write_learn2reg_dataset(
     template = make_template(k_template, shape, num_labels=num_labels)
     subjects = make_subjects(k_subjects, template, num_subjects=n, **subject_kwargs)
 
-    root = os.fspath(root)
-    os.makedirs(root, exist_ok=True)
-    image_rel = lambda i: f"./imagesTr/sub_{i:04d}_0000.nii.gz"
-    label_rel = lambda i: f"./labelsTr/sub_{i:04d}_0000.nii.gz"
-    disp_rel = lambda i: f"./fieldsTr/sub_{i:04d}_disp.nii.gz"
-    inv_rel = lambda i: f"./fieldsTr/sub_{i:04d}_disp_inv.nii.gz"
-    path = lambda rel: os.path.join(root, rel[2:])
-    for i in range(n):
-        save_image(path(image_rel(i)), _to_file(subjects["images"][i, ..., 0], ndim), affine=affine)
-        save_image(path(label_rel(i)), _to_file(subjects["labels"][i], ndim), affine=affine)
-        save_image(path(disp_rel(i)), _to_file(subjects["disp"][i], ndim), affine=affine)
-        save_image(path(inv_rel(i)), _to_file(subjects["disp_inv"][i], ndim), affine=affine)
-    template_rel = "./template/template_0000.nii.gz"
-    save_image(path(template_rel), _to_file(template.astype(np.int32), ndim), affine=affine)
-
     heldout = list(range(n_train, n))
     all_pairs = [(f, m) for f in heldout for m in heldout if f != m]
     order = np.asarray(jax.random.permutation(k_pairs, len(all_pairs)))
     pairs = [all_pairs[j] for j in order[:n_pairs]]
 
-    training = [
-        {"image": image_rel(i), "label": label_rel(i)} if i < n_lab else {"image": image_rel(i)}
-        for i in range(n_train)
-    ]
+    # every subject keeps its labels on disk (labelsTr); only the first n_lab training
+    # subjects list them in the JSON, the held-out ones get them by the labelsTr guess.
+    subjects_ = tuple(
+        Subject(
+            name=f"sub_{i:04d}_0000",
+            image=subjects["images"][i],
+            labels=subjects["labels"][i] if (i < n_lab or i >= n_train) else None,
+            affine=affine,
+            spacing=tuple(sp3[:ndim]),
+            image_path="",
+            held_out=i >= n_train,
+            field=subjects["disp"][i],
+            field_inv=subjects["disp_inv"][i],
+        )
+        for i in range(n)
+    )
+    dataset = Dataset(
+        subjects=subjects_,
+        val_pairs=tuple(pairs),
+        modalities=("synthetic",),
+        label_names={int(k): v for k, v in _label_names(int(template.max()) + 1).items()},
+    )
+    root = os.fspath(root)
+    for i in range(n_lab, n_train):  # unlabelled training subjects: labels on disk anyway
+        p = os.path.join(root, "labelsTr", f"{subjects_[i].name}.nii.gz")
+        save_image(p, _to_file(subjects["labels"][i], ndim), affine=affine)
+    template_rel = "./template/template_0000.nii.gz"
+    save_image(
+        os.path.join(root, template_rel[2:]),
+        _to_file(template.astype(np.int32), ndim),
+        affine=affine,
+    )
     settings = {k: (v if np.isscalar(v) else list(v)) for k, v in subject_kwargs.items()}
-    meta = {
-        "name": name,
-        "description": "jrs_jax synthetic anatomy (jrs_jax.data.synthetic)",
-        "tensorImageSize": "3D",
-        "modality": {"0": "synthetic"},
-        "labels": _label_names(int(template.max()) + 1),
-        "numTraining": n_train,
-        "numTest": 0,
-        "training": training,
-        "test": [],
-        "registration_val": [{"fixed": image_rel(f), "moving": image_rel(m)} for f, m in pairs],
-        "jrs_jax": {
-            "generator": "jrs_jax.data.synthetic",
-            "seed": seed,
-            "ndim": ndim,
-            "shape": list(shape),
-            "spacing": sp,
-            "num_subjects": n,
-            "num_labelled": n_lab,
-            "num_heldout": h,
-            "num_labels": int(num_labels),
-            "heldout": [image_rel(i) for i in heldout],
-            "template": template_rel,
-            "subject_settings": settings,
-            "disp_convention": (
-                "voxels along array axes; labels_i = warp_labels(template, disp_i, "
-                "mode='nearest'); warp(image_i, disp_inv_i) is in template space"
-            ),
-            "fields": [
-                {"image": image_rel(i), "disp": disp_rel(i), "disp_inv": inv_rel(i)}
-                for i in range(n)
-            ],
-        },
+    extra = {
+        "generator": "jrs_jax.data.synthetic",
+        "seed": seed,
+        "ndim": ndim,
+        "shape": list(shape),
+        "spacing": sp,
+        "num_subjects": n,
+        "num_labelled": n_lab,
+        "num_heldout": h,
+        "num_labels": int(num_labels),
+        "template": template_rel,
+        "subject_settings": settings,
+        "disp_convention": (
+            "voxels along array axes; labels_i = warp_labels(template, disp_i, "
+            "mode='nearest'); warp(image_i, disp_inv_i) is in template space"
+        ),
     }
-    json_path = os.path.join(root, "dataset.json")
-    tmp = json_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, json_path)
+    json_path = write_learn2reg(
+        root,
+        dataset,
+        name=name,
+        description="jrs_jax synthetic anatomy (jrs_jax.data.synthetic)",
+        extra=extra,
+    )
     return json_path
