@@ -13,6 +13,8 @@ Conventions
   ``I(x + u(x))``, so the transformation is ``phi(x) = x + u(x)``.
 * Absent labels (Learn2Reg, ``evaluation/utils.py`` of MDL-UzL/L2R): a label missing from either
   map scores ``NaN`` for Dice, HD95 and ASSD, and means over labels are ``nanmean``.
+* Multi-label maps (:func:`dice_per_channel`, :func:`mean_dice_multilabel`) are binary
+  ``[*S, K]`` arrays whose channels may overlap; each channel is scored on its own.
 
 References
 ----------
@@ -34,12 +36,15 @@ from scipy import ndimage
 
 __all__ = [
     "assd",
+    "dice_per_channel",
     "dice_per_label",
+    "endpoint_error",
     "folding_fraction",
     "hd95",
     "jacobian_determinant",
     "jacobian_determinant_l2r",
     "mean_dice",
+    "mean_dice_multilabel",
     "non_diffeomorphic_volume",
     "sdlogj",
     "summarize_jacobian",
@@ -152,6 +157,117 @@ def mean_dice(pred, target, *, labels: Sequence[int] | None = None, missing: str
     Reference: MDL-UzL/L2R ``evaluation/utils.py::compute_dice``.
     """
     return _nanmean(dice_per_label(pred, target, labels=labels, missing=missing).values())
+
+
+def _multilabel_pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred)
+    target = np.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target shapes differ: {pred.shape} vs {target.shape}")
+    if pred.ndim not in (3, 4):
+        raise ValueError(
+            f"multi-label maps must be [*S, K] with 2 or 3 spatial axes; got shape {pred.shape}"
+        )
+    return pred, target
+
+
+def dice_per_channel(
+    pred, target, *, channels: Sequence[int] | None = None, missing: str = "nan"
+) -> dict:
+    """Dice per channel of multi-label binary maps ``[*S, K]`` (channels may overlap).
+
+    Channel ``k`` is scored on its own: ``Dice_k = 2 |P_k ∩ T_k| / (|P_k| + |T_k|)`` with
+    ``P_k = pred[..., k] > 0`` (likewise ``T_k``), with the ``NaN`` / ``missing`` semantics of
+    :func:`dice_per_label` (``"nan"``: a channel empty in either map scores ``NaN``;
+    ``"zero"``: empty in one only scores 0; empty in both is always ``NaN``). Every channel
+    is scored, including 0 (multi-label maps have no background channel unless you give one).
+
+    Args:
+      pred, target: ``[*S, K]`` binary (or boolean) maps, numpy or JAX.
+      channels: channels to score; ``None`` = all ``K``.
+      missing: ``"nan"`` (Learn2Reg) or ``"zero"``.
+
+    Returns:
+      ``{channel: dice}`` (Python floats or ``NaN``), ordered as ``channels``.
+
+    Example:
+      >>> p = np.zeros((2, 2, 2), np.uint8); t = np.zeros((2, 2, 2), np.uint8)
+      >>> p[0, :, 0] = 1; t[0, 0, 0] = 1; p[1, 1, 1] = t[1, 1, 1] = 1
+      >>> {k: round(v, 3) for k, v in dice_per_channel(p, t).items()}
+      {0: 0.667, 1: 1.0}
+    """
+    if missing not in ("nan", "zero"):
+        raise ValueError(f"missing must be 'nan' or 'zero'; got {missing!r}")
+    pred, target = _multilabel_pair(pred, target)
+    k_all = pred.shape[-1]
+    chans = range(k_all) if channels is None else [int(c) for c in np.atleast_1d(channels)]
+    out = {}
+    for k in chans:
+        if not 0 <= k < k_all:
+            raise ValueError(f"channel {k} out of range for {k_all} channels")
+        p, t = pred[..., k] > 0, target[..., k] > 0
+        n_p, n_t = int(p.sum()), int(t.sum())
+        if n_p == 0 and n_t == 0:
+            out[k] = float("nan")
+        elif n_p == 0 or n_t == 0:
+            out[k] = float("nan") if missing == "nan" else 0.0
+        else:
+            out[k] = float(2.0 * np.logical_and(p, t).sum() / (n_p + n_t))
+    return out
+
+
+def mean_dice_multilabel(
+    pred, target, *, channels: Sequence[int] | None = None, missing: str = "nan"
+) -> float:
+    """Mean of :func:`dice_per_channel` over channels, ignoring ``NaN`` (Learn2Reg's
+    ``nanmean``); ``NaN`` if no channel could be scored."""
+    return _nanmean(dice_per_channel(pred, target, channels=channels, missing=missing).values())
+
+
+# --------------------------------------------------------------------------------------------
+# displacement fields against a ground truth
+# --------------------------------------------------------------------------------------------
+
+
+def endpoint_error(disp, gt_disp, *, mask=None, spacing=None) -> float:
+    """Mean endpoint error: mean Euclidean distance between two displacement fields.
+
+    ``EPE = mean_x || s * (u(x) - u_gt(x)) ||_2`` over the voxels ``x`` (of ``mask`` if
+    given), with ``s`` the voxel size per array axis (``spacing``: the result in mm) or 1
+    (the result in voxels). Both fields are ``[*S, D]`` (or ``[B, *S, D]``: mean over every
+    voxel of the batch) in voxels along array axes, on the same grid.
+
+    Args:
+      disp: predicted displacement ``[*S, D]`` / ``[B, *S, D]``.
+      gt_disp: ground truth, same shape (e.g. ``pair_batch(..., fields=True)["gt_disp"]``).
+      mask: optional ``[*S]`` (or ``[B, *S]``) region, non-zero = inside.
+      spacing: optional voxel size in mm, one value or ``D`` values.
+
+    Returns:
+      Python float (``NaN`` if the mask is empty).
+
+    Example:
+      >>> u = np.zeros((4, 4, 2)); g = np.zeros((4, 4, 2)); g[..., 0] = 3; g[..., 1] = 4
+      >>> endpoint_error(u, g), endpoint_error(u, g, spacing=(2.0, 1.0))
+      (5.0, 7.211102550927978)
+    """
+    u = np.asarray(disp, np.float64)
+    g = np.asarray(gt_disp, np.float64)
+    if u.shape != g.shape:
+        raise ValueError(f"disp and gt_disp shapes differ: {u.shape} vs {g.shape}")
+    ndim = u.shape[-1] if u.ndim else 0
+    if ndim not in (2, 3) or u.ndim not in (ndim + 1, ndim + 2):
+        raise ValueError(
+            f"fields must be [*S, D] or [B, *S, D] with D = len(S) in (2, 3); got {u.shape}"
+        )
+    scale = np.asarray(_resolve_spacing(spacing, ndim), np.float64)
+    err = np.linalg.norm((u - g) * scale, axis=-1)
+    if mask is not None:
+        m = np.asarray(mask) > 0
+        if m.shape != err.shape:
+            raise ValueError(f"mask shape {m.shape} does not match the fields' {err.shape}")
+        err = err[m]
+    return float(err.mean()) if err.size else float("nan")
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ from scipy.spatial.distance import cdist
 
 from jrs_jax.metrics import (
     assd,
+    dice_per_channel,
     dice_per_label,
+    endpoint_error,
     folding_fraction,
     hd95,
     jacobian_determinant,
     jacobian_determinant_l2r,
     mean_dice,
+    mean_dice_multilabel,
     non_diffeomorphic_volume,
     sdlogj,
     summarize_jacobian,
@@ -503,3 +506,62 @@ def test_dice_missing_zero_scores_unpredicted_structures_as_misses():
     assert np.isnan(dice_per_label(pred, target, labels=[3], missing="zero")[3])
     with pytest.raises(ValueError, match="missing"):
         dice_per_label(pred, target, missing="ignore")
+
+
+# --------------------------------------------------------------------------------------------
+# multi-label Dice, endpoint error
+# --------------------------------------------------------------------------------------------
+
+
+def test_dice_per_channel_hand_computed():
+    p = np.zeros((4, 3, 3), np.uint8)  # [H, W, K], channels overlap
+    t = np.zeros((4, 3, 3), np.uint8)
+    p[:2, :, 0] = 1  # 6 voxels
+    t[:1, :, 0] = 1  # 3 voxels, all inside p
+    p[:, 0, 1] = t[:, 0, 1] = 1  # identical channel 1, overlapping channel 0
+    t[3, 2, 2] = 1  # channel 2 only in the target
+    d = dice_per_channel(p, t)
+    assert list(d) == [0, 1, 2]
+    assert d[0] == pytest.approx(2 * 3 / (6 + 3)) and d[1] == 1.0 and math.isnan(d[2])
+    assert dice_per_channel(p, t, missing="zero")[2] == 0.0
+    assert dice_per_channel(p, t, channels=[1]) == {1: 1.0}
+    assert mean_dice_multilabel(p, t) == pytest.approx((2 / 3 + 1.0) / 2)
+    assert mean_dice_multilabel(p, t, missing="zero") == pytest.approx((2 / 3 + 1.0) / 3)
+    empty = np.zeros((4, 3, 2), np.uint8)
+    assert math.isnan(mean_dice_multilabel(empty, empty))
+    # channel k scored alone: the same as dice_per_label on the k-th binary map
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 6, 5, 4, 3)) > 0.5
+    for k, v in dice_per_channel(a, b).items():
+        assert v == pytest.approx(dice_per_label(a[..., k].astype(int), b[..., k].astype(int))[1])
+    with pytest.raises(ValueError, match="shapes differ"):
+        dice_per_channel(p, t[..., :2])
+    with pytest.raises(ValueError, match="out of range"):
+        dice_per_channel(p, t, channels=[3])
+
+
+def test_endpoint_error_analytic():
+    u = np.zeros((5, 4, 2))
+    g = np.zeros((5, 4, 2))
+    g[..., 0], g[..., 1] = 3.0, 4.0
+    assert endpoint_error(u, g) == pytest.approx(5.0)
+    assert endpoint_error(g, u) == pytest.approx(5.0)
+    assert endpoint_error(u, g, spacing=(2.0, 1.0)) == pytest.approx(math.hypot(6.0, 4.0))
+    assert endpoint_error(u, g, spacing=0.5) == pytest.approx(2.5)
+    # errors on half the voxels only: the mask selects them
+    h = g.copy()
+    h[:2] = 0.0
+    mask = np.zeros((5, 4), bool)
+    mask[:2] = True
+    assert endpoint_error(u, h) == pytest.approx(5.0 * 3 / 5)
+    assert endpoint_error(u, h, mask=mask) == 0.0
+    assert endpoint_error(u, h, mask=~mask) == pytest.approx(5.0)
+    assert math.isnan(endpoint_error(u, h, mask=np.zeros((5, 4))))
+    # batched 3-D: mean over every voxel of the batch
+    v = np.zeros((2, 3, 3, 3, 3))
+    v[1, ..., 2] = 2.0
+    assert endpoint_error(v, np.zeros_like(v)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        endpoint_error(u, g[:4])
+    with pytest.raises(ValueError, match="mask shape"):
+        endpoint_error(u, g, mask=np.ones((4, 4)))
