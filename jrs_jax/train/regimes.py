@@ -68,6 +68,7 @@ def make_alternating_step(
     schedule: Alternating,
     *,
     donate: bool = False,
+    with_step: bool = False,
 ) -> Callable[[dict, Any, jax.Array, int], tuple[dict, dict]]:
     """A host-side step ``(state, batch, key, t) -> (state, metrics)`` following ``schedule``.
 
@@ -86,6 +87,8 @@ def make_alternating_step(
       loss_fns: ``{phase name: loss_fn}``, one per name in ``schedule.names`` exactly.
       schedule: the phase pattern.
       donate: donate the input state's buffers to each update.
+      with_step: pass each loss function the update count of its network as a fourth
+        argument (see :func:`~jrs_jax.train.make_update`), for scheduled weights.
 
     Returns:
       ``step``; ``step.updates`` is the ``{name: jitted update}`` dict it dispatches to.
@@ -109,7 +112,10 @@ def make_alternating_step(
             f"loss_fns must have one entry per schedule phase {list(names)}; "
             f"missing {missing}, unused {extra}"
         )
-    updates = {n: make_update(loss_fns[n], train=n, jit=True, donate=donate) for n in names}
+    updates = {
+        n: make_update(loss_fns[n], train=n, jit=True, donate=donate, with_step=with_step)
+        for n in names
+    }
 
     def step(state: dict, batch: Any, key: jax.Array, t: int) -> tuple[dict, dict]:
         name = schedule.phase(t)

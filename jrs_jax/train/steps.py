@@ -78,6 +78,7 @@ def make_update(
     jit: bool = True,
     donate: bool = False,
     grad_norms: bool = True,
+    with_step: bool = False,
 ) -> Callable[[dict, Any, jax.Array], tuple[dict, dict]]:
     """A step ``(state, batch, key) -> (state, metrics)`` training the networks in ``train``.
 
@@ -93,14 +94,18 @@ def make_update(
       donate: donate the input state's buffers to the output (saves a copy of every
         parameter and optimiser moment; the caller must not reuse the old state).
       grad_norms: add the global gradient norm per trained network to ``metrics``.
+      with_step: call ``loss_fn(variables, batch, key, step)`` with ``step`` the update count
+        (``NetState.step``, int32, traced) of the first trained network before this update:
+        the clock of weight schedules (``objective(step=step, ...)``, ``linear_ramp``).
     """
 
     def step(state: dict, batch: Any, key: jax.Array) -> tuple[dict, dict]:
         names = _names(train, state)
         frozen = jax.lax.stop_gradient(variables(state))
+        extra = (state[names[0]].step,) if with_step else ()
 
         def objective(trainable: dict) -> tuple[jax.Array, dict]:
-            loss, aux = loss_fn({**frozen, **trainable}, batch, key)
+            loss, aux = loss_fn({**frozen, **trainable}, batch, key, *extra)
             return loss, aux
 
         trainable = {n: state[n].params for n in names}

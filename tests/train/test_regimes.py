@@ -110,6 +110,25 @@ def test_alternating_loss_fns_must_match_schedule():
         make_alternating_step({**_alt_losses(), "c": _alt_losses()["a"]}, sched)
 
 
+def test_alternating_with_step_passes_each_networks_own_update_count():
+    """A scheduled weight sees its network's update count: net a takes steps 0, 1, 2, 3
+    while b (one step in three) sees 0, 1; with sgd(1) on loss -w·p, p moves by w."""
+    sched = Alternating((("a", 2), ("b", 1)))
+    weight = lambda s: 1.0 + s.astype(jnp.float32)  # 1, 2, 3, ...
+
+    def loss(name):
+        return lambda v, batch, key, step: (-weight(step) * v[name], {"w": weight(step)})
+
+    state = {n: NetState.create(params=jnp.zeros(()), tx=optax.sgd(1.0)) for n in "ab"}
+    step = make_alternating_step({"a": loss("a"), "b": loss("b")}, sched, with_step=True)
+    seen = []
+    for t in range(6):
+        state, m = step(state, None, jax.random.key(t), t)
+        seen.append(float(m["w"]))
+    assert seen == [1.0, 2.0, 1.0, 3.0, 4.0, 2.0]
+    assert float(state["a"].params) == 1 + 2 + 3 + 4 and float(state["b"].params) == 1 + 2
+
+
 # --------------------------------------------------------------------------- adversarial
 # Toy WGAN in 1-D: generator x = theta + z, critic D(x) = w * x. Then
 #   critic loss  mean D(fake) - mean D(real)    d/dw     = mean(fake) - mean(real)
