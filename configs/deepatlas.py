@@ -70,7 +70,9 @@ def get_config(arg=None):
         },
         "schedule": {"reg_pretrain": 300, "seg_pretrain": 150, "reg_steps": 20, "seg_steps": 1},
         "train": {"steps": 1500, "log_every": 20, "eval_every": 250, "ckpt_every": 250, "keep": 2},
-        "eval": {"max_pairs": 24, "batch_size": 8},
+        # mode: None = the method's (pairs | atlas | within_subject | cross_modal); labels: Dice
+        # over these labels only (None: all foreground labels); see jrs_jax.evaluation
+        "eval": {"max_pairs": 24, "batch_size": 8, "mode": None, "labels": None},
     }
     if "oneshot" in flags:
         cfg["data"]["num_labelled"] = 1

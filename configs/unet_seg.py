@@ -28,7 +28,9 @@ def get_config(arg=None):
         "loss": {"dice_weight": 1.0, "ce_weight": 1.0},
         "optim": {"name": "adam", "learning_rate": 1e-3},
         "train": {"steps": 1000, "log_every": 20, "eval_every": 250, "ckpt_every": 250, "keep": 2},
-        "eval": {"max_pairs": 24, "batch_size": 8},
+        # mode: None = the method's (pairs | atlas | within_subject | cross_modal); labels: Dice
+        # over these labels only (None: all foreground labels); see jrs_jax.evaluation
+        "eval": {"max_pairs": 24, "batch_size": 8, "mode": None, "labels": None},
     }
     if "3d" in flags:
         use_3d_data(cfg)

@@ -23,13 +23,16 @@ import numpy as np
 from .config import save_config
 from .data.datasets import Dataset, load_folder, load_learn2reg
 from .data.errors import DataError
-from .data.sampling import pair_batch
-from .methods import Method, evaluate, evaluation_pairs, get_method
+from .data.sampling import pair_batch, subject_batch
+from .evaluation import evaluate, evaluation_pairs
+from .methods import Method, get_method
 from .train import Checkpointer, variables
 from .train.loop import fit, read_log
 
 __all__ = [
     "build_method",
+    "ensure_figures",
+    "evaluate_run",
     "load_dataset",
     "load_run",
     "resolve_config",
@@ -58,14 +61,22 @@ def load_dataset(config: dict) -> Dataset:
 
 
 def resolve_config(config: dict, dataset: Dataset) -> dict:
-    """A copy of ``config`` with ``data.shape`` and ``data.num_classes`` set from ``dataset``."""
+    """A copy of ``config`` with what the networks need from ``dataset`` filled in:
+    ``data.shape``, ``data.num_classes`` (label classes, or label channels of multi-label
+    data), ``data.num_channels`` (modalities) and ``data.multi_label``."""
     cfg = json.loads(json.dumps(config))
-    cfg["data"]["shape"] = list(dataset.shape)
-    if cfg["data"].get("num_classes") is None:
-        maxima = [int(s.labels.max()) for s in dataset.subjects if s.labels is not None]
-        if not maxima:
+    data = cfg["data"]
+    data["shape"] = list(dataset.shape)
+    data["num_channels"] = int(dataset.num_channels)
+    data["multi_label"] = bool(dataset.multi_label)
+    if data.get("num_classes") is None:
+        labelled = [s.labels for s in dataset.subjects if s.labels is not None]
+        if not labelled:
             raise DataError(str(dataset.source), "no labelled subject: cannot infer num_classes")
-        cfg["data"]["num_classes"] = max(maxima) + 1
+        if dataset.multi_label:
+            data["num_classes"] = int(labelled[0].shape[-1])
+        else:
+            data["num_classes"] = max(int(lab.max()) for lab in labelled) + 1
     return cfg
 
 
@@ -75,7 +86,13 @@ def build_method(config: dict) -> Method:
     if data.get("shape") is None or data.get("num_classes") is None:
         raise ValueError("config is not resolved: data.shape / data.num_classes missing")
     cls = get_method(config["method"])
-    return cls(config, shape=tuple(data["shape"]), num_classes=int(data["num_classes"]))
+    return cls(
+        config,
+        shape=tuple(data["shape"]),
+        num_classes=int(data["num_classes"]),
+        num_channels=int(data.get("num_channels") or 1),
+        multi_label=bool(data.get("multi_label", False)),
+    )
 
 
 def _evaluator(method: Method, dataset: Dataset, config: dict):
@@ -94,11 +111,12 @@ def _evaluator(method: Method, dataset: Dataset, config: dict):
 
 
 def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) -> list[str]:
-    """Training curves and, for registration methods, the panel of the first validation pair
-    (fixed / moving / warped with label contours, deformation grid, Jacobian map); for
-    segmentation methods an overlay of the first held-out subject. Returns the paths."""
+    """Training curves and, from the keys the method's ``predict`` returns: the registration
+    panel of the first evaluation pair (fixed / moving / warped with label contours,
+    deformation grid, Jacobian map) and a segmentation overlay of the first labelled held-out
+    subject. Returns the paths."""
     from . import viz
-    from .spatial import warp, warp_labels
+    from .evaluation import _warp_nearest
 
     fig_dir = os.path.join(workdir, "figures")
     paths = []
@@ -108,32 +126,47 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
         viz.save_figure(viz.training_curves(log, log_y=False), p)
         paths.append(p)
     v = variables(jax.device_get(state))
-    pairs = evaluation_pairs(dataset, max_pairs=1)
-    if method.can_register and len(pairs):
+    mode = method.evaluation_mode
+    pairs = evaluation_pairs(dataset, mode=mode) if "register" in method.tasks else []
+    if len(pairs):
         b = pair_batch(dataset, pairs[:1])
-        disp = method.predict_disp(v, b["moving"], b["fixed"])
-        warped = warp(b["moving"], disp)
-        wl = warp_labels(b["moving_labels"], disp, num_classes=1, mode="nearest")
+        pred = method.run(v, b, "register")
+        wl = _warp_nearest(b["moving_labels"], pred["disp"])
+        show = lambda x: viz.display_labels(x, ndim=method.ndim)
         fig = viz.registration_panel(
             b["fixed"][0],
             b["moving"][0],
-            np.asarray(warped[0]),
-            fixed_labels=b["fixed_labels"][0],
-            moving_labels=b["moving_labels"][0],
-            warped_labels=np.asarray(wl[0]),
-            disp=np.asarray(disp[0]),
+            np.asarray(pred["warped"][0]),
+            fixed_labels=show(b["fixed_labels"][0]),
+            moving_labels=show(b["moving_labels"][0]),
+            warped_labels=show(np.asarray(wl[0])),
+            disp=np.asarray(pred["disp"][0]),
         )
         p = os.path.join(fig_dir, "registration.png")
         viz.save_figure(fig, p)
         paths.append(p)
     held = [i for i in dataset.held_out() if dataset.subjects[i].has_labels]
-    if method.can_segment and held:
-        s = dataset.subjects[held[0]]
-        pred = np.asarray(method.predict_logits(v, s.image[None]).argmax(-1)[0])
+    if "segment" in method.tasks and held:
+        b = subject_batch(dataset, held[:1])
+        pred = method.labels(method.run(v, b, "segment"))[0]
+        pred = viz.display_labels(pred, ndim=method.ndim)
         p = os.path.join(fig_dir, "segmentation.png")
-        viz.save_figure(viz.overlay(s.image, pred, title=f"{s.name}: prediction"), p)
+        name = dataset.subjects[held[0]].name
+        viz.save_figure(viz.overlay(b["image"][0], pred, title=f"{name}: prediction"), p)
         paths.append(p)
     return paths
+
+
+def ensure_figures(workdir: str | os.PathLike) -> list[str]:
+    """The run's figures (:func:`write_figures`), written from its best checkpoint when its
+    ``figures/`` folder is missing (a run trained with ``figures=False``); returns the
+    paths of the PNGs in it."""
+    workdir = os.path.abspath(os.fspath(workdir))
+    fig_dir = os.path.join(workdir, "figures")
+    if not os.path.isdir(fig_dir):
+        method, state, cfg = load_run(workdir)
+        write_figures(method, state, load_dataset(cfg), workdir)
+    return sorted(os.path.join(fig_dir, f) for f in os.listdir(fig_dir) if f.endswith(".png"))
 
 
 def train(
@@ -182,7 +215,7 @@ def train(
     init_key, _ = jax.random.split(jax.random.key(seed))
     result = fit(
         method.train_step,
-        method.init(init_key),
+        method.init(init_key, dataset),
         sample_batch=lambda t: method.sample_batch(dataset, t),
         workdir=workdir,
         steps=int(tr["steps"]),
@@ -299,3 +332,36 @@ def load_run(path: str | os.PathLike, *, step: int | str = "best") -> tuple[Meth
             step = "latest"
         state, _, _ = ckpt.restore(template, step=step)
     return method, state, cfg
+
+
+def evaluate_run(
+    path: str | os.PathLike,
+    *,
+    step: int | str = "best",
+    dataset: str | None = None,
+    out: str,
+    max_pairs: int | None = None,
+    batch_size: int = 4,
+    surface: bool = True,
+) -> str:
+    """Evaluate a run directory on its held-out data (or ``dataset``) and write the report
+    (:func:`jrs_jax.evaluation.write_report`) to ``out``; returns its markdown text."""
+    from .evaluation import write_report
+
+    method, state, cfg = load_run(path, step=step)
+    if dataset:
+        cfg = {**cfg, "data": {**cfg["data"], "dataset": dataset}}
+    ds = load_dataset(cfg)
+    if tuple(ds.shape) != tuple(cfg["data"]["shape"]):
+        raise ValueError(
+            f"dataset shape {ds.shape} differs from the model's {tuple(cfg['data']['shape'])}"
+        )
+    ev = evaluate(
+        method,
+        variables(state),
+        ds,
+        max_pairs=max_pairs,
+        batch_size=batch_size,
+        surface=surface,
+    )
+    return write_report(ev, out, title=f"Evaluation of {path} ({cfg['method']})")

@@ -42,6 +42,7 @@ import numpy as np
 
 __all__ = [
     "deformation_grid",
+    "display_labels",
     "jacobian_map",
     "overlay",
     "registration_panel",
@@ -258,6 +259,16 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: float | None = None) -> Pa
             pass
         raise
     return path
+
+
+def display_labels(labels, *, ndim: int) -> np.ndarray:
+    """A label map to draw: integer ``[*S]`` unchanged; a multi-label binary ``[*S, K]`` map
+    as the highest set label ``k + 1`` per voxel (0 where none is set)."""
+    labels = np.asarray(labels)
+    if labels.ndim == ndim + 1:
+        ranks = np.arange(1, labels.shape[-1] + 1)
+        return (np.asarray(labels, bool) * ranks).max(-1).astype(np.int32)
+    return labels
 
 
 def overlay(

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -148,12 +150,13 @@ ds = experiment.load_dataset(cfg)
 params = variables(jax.device_get(state))
 fixed_i, moving_i = ds.val_pairs[0]
 f, m = ds.subjects[fixed_i], ds.subjects[moving_i]
-u = method.predict_disp(params, m.image[None], f.image[None])
+pred = method.run(params, {"moving": m.image[None], "fixed": f.image[None]}, "register")
+u = pred["disp"]
 warped_labels = spatial.warp_labels(m.labels[None], u, num_classes=1, mode="nearest")
 fig = viz.registration_panel(
     f.image,
     m.image,
-    spatial.warp(m.image[None], u)[0],
+    pred["warped"][0],
     fixed_labels=f.labels,
     moving_labels=m.labels,
     warped_labels=np.asarray(warped_labels[0]),
@@ -162,7 +165,7 @@ fig = viz.registration_panel(
 fig  # noqa: B018
 
 # %%
-pred = np.asarray(method.predict_logits(params, f.image[None]).argmax(-1)[0])
+pred = method.labels(method.run(params, {"image": f.image[None]}, "segment"))[0]
 viz.overlay(f.image, pred, title="DeepAtlas segmentation (held-out subject)")
 
 # %%

@@ -5,14 +5,22 @@ equations on top of :mod:`jrs_jax.spatial`, :mod:`jrs_jax.losses`, :mod:`jrs_jax
 :mod:`jrs_jax.train`.
 """
 
-from .base import Method
+from .base import EVAL_MODES, TASKS, Method, MissingInput
 from .deepatlas import DeepAtlas, update_counts
-from .evaluate import Evaluation, evaluate, evaluation_pairs
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
 
 #: Method classes by config name.
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (VoxelMorph, UNetSeg, DeepAtlas)}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Add a method class to :data:`METHODS` under ``cls.name`` (usable as a decorator, e.g.
+    for a method written in a notebook); re-registering a name replaces it."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"register_method expects a Method subclass; got {cls!r}")
+    METHODS[cls.name] = cls
+    return cls
 
 
 def get_method(name: str) -> type[Method]:
@@ -23,14 +31,15 @@ def get_method(name: str) -> type[Method]:
 
 
 __all__ = [
+    "EVAL_MODES",
     "METHODS",
+    "TASKS",
     "DeepAtlas",
-    "Evaluation",
     "Method",
+    "MissingInput",
     "UNetSeg",
     "VoxelMorph",
-    "evaluate",
-    "evaluation_pairs",
     "get_method",
+    "register_method",
     "update_counts",
 ]

@@ -1,24 +1,56 @@
-"""What every method gives the training loop, the evaluator and the CLI.
+"""The method protocol: what every method gives the loop, evaluation, figures and the CLI.
 
-A method is a small class built from a config dict (``configs/*.py``), the spatial shape and
-the number of label classes. It owns its networks (Flax modules), its optimisers and its
-jitted steps; the state it trains is a dict of :class:`~jrs_jax.train.NetState` s (see
-:mod:`jrs_jax.train.steps`). The loop only calls:
+A method is a small class built from a resolved config dict (``configs/*.py``; the data
+section carries the spatial shape, the number of classes and channels). It is the only place
+that knows its data, its hyper-parameters and its inference: it owns its networks (Flax
+modules), its optimisers and its jitted steps. Its training state is a dict of
+:class:`~jrs_jax.train.NetState` s (see :mod:`jrs_jax.train.steps`) plus any plain pytrees
+(an atlas, an EMA teacher). Everything above it (:mod:`jrs_jax.evaluation`,
+:mod:`jrs_jax.inference`, :mod:`jrs_jax.studies`, the CLI, the figures) is generic.
 
-* ``init(key) -> state``;
-* ``sample_batch(dataset, step) -> {name: np.ndarray}`` — host-side, a pure function of
-  ``(config seed, step)``, so a resumed run draws exactly the batches of an uninterrupted one;
+Training (:func:`jrs_jax.train.loop.fit` calls these):
+
+* ``init(key, dataset=None) -> state``. With a dataset, data-dependent state may be set (an
+  atlas started from the data mean, a selected template, intensity statistics); without one
+  the state must have the same structure, shapes and dtypes (it is the template a checkpoint
+  is restored into).
+* ``sample_batch(dataset, step) -> {name: np.ndarray}``: host-side, a pure function of
+  ``(config seed, step)`` (:func:`jrs_jax.data.batch_rng`), so a resumed run draws exactly the
+  batches of an uninterrupted one.
 * ``train_step(state, batch, key, step) -> (state, metrics)``.
 
-Inference, used by evaluation and ``jrs-jax register`` / ``segment``, works on
-``variables = jrs_jax.train.variables(state)``:
+Inference: ``predict(variables, batch) -> dict`` with ``variables =
+jrs_jax.train.variables(state)``. It is jittable and the method's only inference entry point.
+What it computes depends on the batch keys given; a method declares, per *task*, the batch
+keys its ``predict`` needs (:attr:`Method.tasks`):
 
-* ``register(variables, moving, fixed) -> {"disp": [B, *S, D], ...}`` (registration
-  methods; ``moving``/``fixed`` ``[B, *S, 1]``);
-* ``segment(variables, image) -> logits [B, *S, K]`` (segmentation methods).
+* ``"register"``: a pair. Standard inputs ``moving``/``fixed`` ``[B, *S, C]``; a method may
+  need more (``moving_labels`` ``[B, *S]``, ``moving_mask``, a template, a second modality),
+  and says so in its ``tasks`` entry.
+* ``"segment"``: one image, ``image`` ``[B, *S, C]``.
 
-A method that does not register (or segment) leaves ``can_register`` (``can_segment``)
-False.
+Standard output keys (documented once, read by evaluation, figures, the CLI and notebooks;
+each is present only when the method produces it):
+
+=================  ===================  ===================================================
+key                shape                meaning
+=================  ===================  ===================================================
+``disp``           ``[B, *S, D]``       pull field moving -> fixed, voxels along array axes:
+                                        ``warp(moving, disp) ~ fixed``
+``velocity``       ``[B, *S', D]``      stationary velocity integrated into ``disp``
+``warped``         ``[B, *S, C]``       ``warp(moving, disp)``
+``seg_probs``      ``[B, *S, K]``       softmax class probabilities (exclusive labels) of
+                                        ``image`` (task ``segment``) or of ``fixed``
+``seg_sigmoid``    ``[B, *S, K]``       independent per-label probabilities (overlapping
+                                        structures), thresholded per label, never argmaxed
+=================  ===================  ===================================================
+
+plus method-specific extras (e.g. ``synth``). Hard labels come from :meth:`Method.labels`
+(argmax of ``seg_probs``, or ``seg_sigmoid >= 0.5``): the only place they are made.
+
+A method also names its evaluation mode (:attr:`Method.eval_mode`, overridable by the
+config's ``eval.mode``; see :mod:`jrs_jax.evaluation`) and may add per-pair metrics
+(:meth:`Method.pair_metrics`).
 """
 
 from __future__ import annotations
@@ -33,46 +65,72 @@ import numpy as np
 
 from ..data.datasets import Dataset
 
-__all__ = ["Method"]
+__all__ = ["EVAL_MODES", "TASKS", "Method", "MissingInput"]
+
+#: Tasks a method's ``predict`` may serve, with the standard inputs of each.
+TASKS: dict[str, tuple[str, ...]] = {"register": ("moving", "fixed"), "segment": ("image",)}
+
+#: Evaluation modes (:mod:`jrs_jax.evaluation`).
+EVAL_MODES = ("pairs", "atlas", "within_subject", "cross_modal")
+
+
+class MissingInput(ValueError):
+    """A batch given to ``predict`` lacks a key the method declared for the task."""
+
+    def __init__(self, method: str, task: str, key: str):
+        self.method, self.task, self.key = method, task, key
+        super().__init__(f"{method} needs {key} to {task}")
 
 
 class Method(abc.ABC):
-    """Base class: config bookkeeping and the jitted inference entry points.
+    """Base class: config bookkeeping, the task declaration and jitted inference.
 
-    Subclasses set ``name``, implement ``init``, ``sample_batch``, ``train_step`` and
-    ``register`` and/or ``segment``, and set ``can_register`` / ``can_segment``.
+    Subclasses set :attr:`name` and :attr:`tasks` and implement :meth:`init`,
+    :meth:`sample_batch`, :meth:`train_step` and :meth:`predict`.
 
     Args:
       config: the full config dict (sections ``model``, ``loss``, ``optim``, ``data``,
         ``train``, ...; see ``configs/``).
       shape: spatial shape ``S`` of the images.
-      num_classes: number of label classes ``K`` including background.
+      num_classes: number of label classes ``K`` (including background for exclusive labels;
+        the number of label channels for multi-label data).
+      num_channels: image channels ``C`` (modalities).
+      multi_label: labels are overlapping binary channels ``[*S, K]``.
     """
 
     name: ClassVar[str] = "method"
-    can_register: ClassVar[bool] = False
-    can_segment: ClassVar[bool] = False
+    #: ``{task: batch keys predict needs}`` (see the module docstring).
+    tasks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: Default evaluation mode (one of :data:`EVAL_MODES`).
+    eval_mode: ClassVar[str] = "pairs"
 
-    def __init__(self, config: Mapping[str, Any], *, shape: tuple[int, ...], num_classes: int):
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        shape: tuple[int, ...],
+        num_classes: int,
+        num_channels: int = 1,
+        multi_label: bool = False,
+    ):
         self.config = config
         self.shape = tuple(int(n) for n in shape)
         self.ndim = len(self.shape)
         if self.ndim not in (2, 3):
             raise ValueError(f"{self.name}: images must be 2-D or 3-D; got shape {self.shape}")
         self.num_classes = int(num_classes)
+        self.num_channels = int(num_channels)
+        self.multi_label = bool(multi_label)
         self.seed = int(config.get("seed", 0))
-        self._jit_register = jax.jit(self.register) if self.can_register else None
-        self._jit_segment = jax.jit(self.segment) if self.can_segment else None
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise TypeError(f"{self.name}: unknown task(s) {unknown}; known: {sorted(TASKS)}")
+        self._jit_predict = jax.jit(self.predict)
 
-    @property
-    def best_metric(self) -> str:
-        """Validation metric that picks the best checkpoint (higher is better)."""
-        return "val/reg_dice" if self.can_register else "val/seg_dice"
-
-    # -- the loop's interface ----------------------------------------------------------------------
+    # -- the loop's interface --------------------------------------------------------------
 
     @abc.abstractmethod
-    def init(self, key: jax.Array) -> dict:
+    def init(self, key: jax.Array, dataset: Dataset | None = None) -> dict:
         """See the module docstring."""
 
     @abc.abstractmethod
@@ -83,22 +141,65 @@ class Method(abc.ABC):
     def train_step(self, state: dict, batch: dict, key: jax.Array, step: int):
         """See the module docstring."""
 
-    def register(self, variables: dict, moving: jax.Array, fixed: jax.Array) -> dict:
-        raise TypeError(f"{self.name} is not a registration method")
+    @abc.abstractmethod
+    def predict(self, variables: dict, batch: Mapping[str, jax.Array]) -> dict:
+        """See the module docstring (jittable; the keys present in ``batch`` say what to do)."""
 
-    def segment(self, variables: dict, image: jax.Array) -> jax.Array:
-        raise TypeError(f"{self.name} is not a segmentation method")
+    # -- shared conveniences ---------------------------------------------------------------
 
-    # -- inference (jitted once per method instance) ---------------------------------------
+    @property
+    def best_metric(self) -> str:
+        """Validation metric that picks the best checkpoint (higher is better)."""
+        if "register" in self.tasks and "segment" in self.tasks:
+            return "val/mean_dice"
+        return "val/reg_dice" if "register" in self.tasks else "val/seg_dice"
 
-    def predict_disp(self, variables: dict, moving, fixed) -> jax.Array:
-        """Jitted ``register(...)["disp"]`` for ``[B, *S, 1]`` images."""
-        if self._jit_register is None:
-            raise TypeError(f"{self.name} is not a registration method")
-        return self._jit_register(variables, jnp.asarray(moving), jnp.asarray(fixed))["disp"]
+    @property
+    def evaluation_mode(self) -> str:
+        """The config's ``eval.mode`` if set, else :attr:`eval_mode`."""
+        mode = (self.config.get("eval") or {}).get("mode") or self.eval_mode
+        if mode not in EVAL_MODES:
+            raise ValueError(f"eval.mode must be one of {list(EVAL_MODES)}; got {mode!r}")
+        return mode
 
-    def predict_logits(self, variables: dict, image) -> jax.Array:
-        """Jitted ``segment(...)`` for ``[B, *S, 1]`` images."""
-        if self._jit_segment is None:
-            raise TypeError(f"{self.name} is not a segmentation method")
-        return self._jit_segment(variables, jnp.asarray(image))
+    def inputs(self, task: str) -> tuple[str, ...]:
+        """The batch keys ``predict`` needs for ``task`` (``ValueError`` if it has no such task)."""
+        if task not in self.tasks:
+            does = ", ".join(sorted(self.tasks)) or "nothing"
+            raise ValueError(f"{self.name} does not {task} (it does: {does})")
+        return tuple(self.tasks[task])
+
+    def run(self, variables: dict, batch: Mapping[str, Any], task: str) -> dict:
+        """Jitted :meth:`predict` on the keys ``task`` needs (extra keys are dropped).
+
+        Raises:
+          MissingInput: a declared key is absent from ``batch``.
+        """
+        keys = self.inputs(task)
+        for k in keys:
+            if k not in batch or batch[k] is None:
+                raise MissingInput(self.name, task, k)
+        return self._jit_predict(variables, {k: jnp.asarray(batch[k]) for k in keys})
+
+    @staticmethod
+    def labels(prediction: Mapping[str, Any]) -> np.ndarray:
+        """Hard labels of a prediction: ``int32 [B, *S]`` (argmax of ``seg_probs``) or
+        ``uint8 [B, *S, K]`` (``seg_sigmoid >= 0.5`` per label).
+
+        Raises:
+          KeyError: the prediction holds neither key.
+        """
+        if "seg_sigmoid" in prediction:
+            return (np.asarray(prediction["seg_sigmoid"]) >= 0.5).astype(np.uint8)
+        if "seg_probs" in prediction:
+            return np.asarray(jnp.argmax(prediction["seg_probs"], -1)).astype(np.int32)
+        raise KeyError("prediction has no segmentation ('seg_probs' or 'seg_sigmoid')")
+
+    def pair_metrics(self, prediction: Mapping[str, Any], batch: Mapping[str, Any]) -> dict:
+        """Method-specific per-pair metrics ``{name: [B]}`` added to the pair evaluation."""
+        return {}
+
+    def zeros(self, channels: int | None = None) -> jax.Array:
+        """A ``[1, *S, C]`` float32 zero image (network initialisation)."""
+        c = self.num_channels if channels is None else int(channels)
+        return jnp.zeros((1, *self.shape, c), jnp.float32)

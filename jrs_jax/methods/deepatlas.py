@@ -41,6 +41,7 @@ Config: ``configs/deepatlas.py`` (official-code and MONAI-tutorial defaults are 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -49,18 +50,16 @@ import numpy as np
 from ..data import sampling
 from ..data.datasets import Dataset
 from ..data.sampling import batch_rng, pair_batch
-from ..losses import cross_entropy, regulariser, similarity, soft_dice
+from ..losses import combine, dice_ce, ref, regulariser, similarity, soft_dice, term
 from ..nets import RegistrationNet, SegmentationNet
 from ..spatial import warp, warp_labels
-from ..train import Alternating, NetState, make_optimizer, make_update
+from ..train import Alternating, NetState, make_alternating_step, make_optimizer, make_update
 from .base import Method
 
 __all__ = ["DEEPATLAS_CASES", "DeepAtlas", "deepatlas_pairs", "update_counts"]
 
 #: Names of the DeepAtlas pair cases returned by :func:`deepatlas_pairs` (case id = index).
 DEEPATLAS_CASES = ("both_labelled", "fixed_labelled", "moving_labelled", "none_labelled")
-
-_PHASES = ("reg_pretrain", "seg_pretrain", "reg", "seg")
 
 
 def update_counts(config: dict) -> dict[str, int]:
@@ -69,7 +68,7 @@ def update_counts(config: dict) -> dict[str, int]:
     Pretraining plus the joint rounds of ``schedule.reg_steps`` registration then
     ``schedule.seg_steps`` segmentation steps (a last partial round starts with
     registration), as :meth:`DeepAtlas.phase` schedules them. A baseline trained with as
-    many updates is not short-changed (the demo and ``benchmarks/deepatlas_table.py``).
+    many updates is not short-changed (the demo and ``jrs-jax reproduce deepatlas``).
     """
     sched = config["schedule"]
     reg_pre, seg_pre = int(sched["reg_pretrain"]), int(sched["seg_pretrain"])
@@ -148,26 +147,49 @@ class DeepAtlas(Method):
     """DeepAtlas (see the module docstring). State: ``{"reg": NetState, "seg": NetState}``."""
 
     name = "deepatlas"
-    can_register = True
-    can_segment = True
+    tasks: ClassVar[dict] = {"register": ("moving", "fixed"), "segment": ("image",)}
 
-    def __init__(self, config, *, shape, num_classes):
-        super().__init__(config, shape=shape, num_classes=num_classes)
+    def __init__(self, config, **data):
+        super().__init__(config, **data)
         loss, sched = config["loss"], config["schedule"]
         self.reg_net = RegistrationNet(**config["reg_model"])
         self.seg_net = SegmentationNet(num_classes=self.num_classes, **config["seg_model"])
-        self.sim = similarity(loss["similarity"])
-        self.sim_kwargs = dict(loss.get("similarity_kwargs", {}))
-        self.smooth = regulariser(loss["regulariser"])
-        self.smooth_kwargs = dict(loss.get("regulariser_kwargs", {}))
-        self.lambda_r = float(loss["reg_weight"])
-        self.lambda_a = float(loss["anatomy_weight"])
-        self.lambda_sp = float(loss["supervised_weight"])
-        self.supervised = loss.get("supervised", "dice")
-        if self.supervised not in ("dice", "dice_ce"):
-            raise ValueError(
-                f"loss.supervised must be 'dice' or 'dice_ce'; got {self.supervised!r}"
-            )
+        supervised = loss.get("supervised", "dice")
+        if supervised not in ("dice", "dice_ce"):
+            raise ValueError(f"loss.supervised must be 'dice' or 'dice_ce'; got {supervised!r}")
+        l_sp = (lambda z, s: dice_ce(z, s)) if supervised == "dice_ce" else _softmax_dice
+        lambda_a = float(loss["anatomy_weight"])
+        # L_R = L_i(I_m∘φ, I_f) + λ_r L_r(φ) [+ λ_a L_a(Ŝ_m∘φ, Ŝ_f)]
+        self.reg_objective = combine(
+            sim=term(
+                similarity(loss["similarity"]),
+                "warped",
+                "fixed",
+                **loss.get("similarity_kwargs", {}),
+            ),
+            smooth=term(
+                regulariser(loss["regulariser"]),
+                "disp",
+                weight=float(loss["reg_weight"]),
+                **loss.get("regulariser_kwargs", {}),
+            ),
+        )
+        self.reg_anatomy_objective = self.reg_objective.extend(
+            anatomy_reg=term(soft_dice, "warped_seg", "fixed_seg", weight=lambda_a)
+        )
+        # L_S = λ_a L_a (one side manual, the other predicted) + λ_sp L_sp (a labelled side)
+        self.seg_objective = combine(
+            anatomy_seg=term(
+                _gated(soft_dice), "anat_warped", "anat_target", weight=lambda_a, on=ref("anat_on")
+            ),
+            supervised=term(
+                _gated(l_sp),
+                "sup_logits",
+                "sup_labels",
+                weight=float(loss["supervised_weight"]),
+                on=ref("sup_on"),
+            ),
+        )
         steps = int(config["train"]["steps"])
         self.reg_pretrain = int(sched["reg_pretrain"])
         self.seg_pretrain = int(sched["seg_pretrain"])
@@ -183,12 +205,13 @@ class DeepAtlas(Method):
             "reg": make_optimizer(**config["optim"]["reg"], total_steps=steps),
             "seg": make_optimizer(**config["optim"]["seg"], total_steps=steps),
         }
-        self._updates = {
-            "reg_pretrain": make_update(self._reg_loss(anatomy=False), train="reg", donate=True),
-            "reg": make_update(self._reg_loss(anatomy=True), train="reg", donate=True),
-            "seg": make_update(self.seg_loss, train="seg", donate=True),
+        self._joint_step = make_alternating_step(
+            {"reg": self.reg_loss, "seg": self.seg_loss}, self.joint, donate=True
+        )
+        self._pretrain = {
+            "reg_pretrain": make_update(self.reg_pretrain_loss, train="reg", donate=True),
+            "seg_pretrain": self._joint_step.updates["seg"],
         }
-        self._updates["seg_pretrain"] = self._updates["seg"]
 
     # -- schedule, state, data -------------------------------------------------------------
 
@@ -200,35 +223,44 @@ class DeepAtlas(Method):
             return "seg_pretrain"
         return self.joint.phase(step - self.reg_pretrain - self.seg_pretrain)
 
-    @property
-    def best_metric(self) -> str:
-        return "val/mean_dice"
-
-    def init(self, key: jax.Array) -> dict:
+    def init(self, key: jax.Array, dataset: Dataset | None = None) -> dict:
         k_reg, k_seg = jax.random.split(key)
-        x = jnp.zeros((1, *self.shape, 1), jnp.float32)
+        x = self.zeros()
         return {
             "reg": NetState.create(params=self.reg_net.init(k_reg, x, x), tx=self.tx["reg"]),
             "seg": NetState.create(params=self.seg_net.init(k_seg, x), tx=self.tx["seg"]),
         }
 
     def sample_batch(self, dataset: Dataset, step: int) -> dict[str, np.ndarray]:
+        """Pairs of the DeepAtlas cases (:func:`deepatlas_pairs`); the losses read only the
+        batch's ``*_has_label`` flags."""
         data = self.config["data"]
         seg = self.phase(step) in ("seg", "seg_pretrain")
         mix = data["seg_mix"] if seg else data["reg_mix"]
         lab, unl = dataset.labelled(), dataset.unlabelled()
-        pairs, cases = deepatlas_pairs(
+        pairs, _ = deepatlas_pairs(
             batch_rng(self.seed, step), lab, unl, int(data["batch_size"]), mix=mix
         )
-        return {**pair_batch(dataset, pairs), "case": cases}
+        return pair_batch(dataset, pairs)
 
     # -- the networks ----------------------------------------------------------------------
 
-    def register(self, variables: dict, moving: jax.Array, fixed: jax.Array) -> dict:
-        return self.reg_net.apply(variables["reg"], moving, fixed)
+    def _register(self, v: dict, moving: jax.Array, fixed: jax.Array) -> jax.Array:
+        return self.reg_net.apply(v["reg"], moving, fixed)["disp"]
 
-    def segment(self, variables: dict, image: jax.Array) -> jax.Array:
-        return self.seg_net.apply(variables["seg"], image)
+    def _logits(self, v: dict, image: jax.Array) -> jax.Array:
+        return self.seg_net.apply(v["seg"], image)
+
+    def predict(self, variables: dict, batch: dict) -> dict:
+        """``{"disp", "warped"}`` for a pair (``moving``, ``fixed``), ``{"seg_probs"}`` for an
+        ``image``; both for a batch with all three."""
+        out = {}
+        if "moving" in batch and "fixed" in batch:
+            disp = self._register(variables, batch["moving"], batch["fixed"])
+            out.update(disp=disp, warped=warp(batch["moving"], disp))
+        if "image" in batch:
+            out["seg_probs"] = jax.nn.softmax(self._logits(variables, batch["image"]))
+        return out
 
     # -- losses ----------------------------------------------------------------------------
 
@@ -238,64 +270,80 @@ class DeepAtlas(Method):
     def _warp_soft(self, probs: jax.Array, disp: jax.Array) -> jax.Array:
         return warp_labels(probs, disp, num_classes=self.num_classes, mode="soft")
 
-    @staticmethod
-    def _pick(has_label: jax.Array, manual: jax.Array, predicted: jax.Array) -> jax.Array:
-        """Per example: the manual one-hot map where labelled, else the prediction."""
-        sel = has_label.reshape((-1,) + (1,) * (manual.ndim - 1))
-        return jnp.where(sel, manual, predicted)
+    def _reg_inputs(self, v: dict, batch: dict) -> dict:
+        moving, fixed = batch["moving"], batch["fixed"]
+        disp = self._register(v, moving, fixed)
+        return {"warped": warp(moving, disp), "fixed": fixed, "disp": disp}
 
-    def _sup(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
-        loss = soft_dice(jax.nn.softmax(logits), self._onehot(labels))
-        if self.supervised == "dice_ce":
-            loss = loss + cross_entropy(logits, labels)
-        return loss
+    def reg_pretrain_loss(self, v: dict, batch: dict, key: jax.Array):
+        """``L_i + λ_r L_r`` (unsupervised registration pretraining)."""
+        return self.reg_objective(**self._reg_inputs(v, batch))
 
-    def _reg_loss(self, *, anatomy: bool):
-        def loss_fn(v: dict, batch: dict, key: jax.Array):
-            moving, fixed = batch["moving"], batch["fixed"]
-            disp = self.register(v, moving, fixed)["disp"]
-            sim = self.sim(warp(moving, disp), fixed, **self.sim_kwargs)
-            smooth = self.smooth(disp, **self.smooth_kwargs)
-            total = sim + self.lambda_r * smooth
-            parts = {"sim": sim.mean(), "smooth": smooth.mean()}
-            if anatomy:  # F_S is frozen here: its predictions are constants
-                s_m = self._pick(
-                    batch["moving_has_label"],
-                    self._onehot(batch["moving_labels"]),
-                    jax.nn.softmax(self.segment(v, moving)),
-                )
-                s_f = self._pick(
-                    batch["fixed_has_label"],
-                    self._onehot(batch["fixed_labels"]),
-                    jax.nn.softmax(self.segment(v, fixed)),
-                )
-                anat = soft_dice(self._warp_soft(s_m, disp), s_f)
-                total = total + self.lambda_a * anat
-                parts["anatomy_reg"] = anat.mean()
-            return total.mean(), parts
-
-        return loss_fn
+    def reg_loss(self, v: dict, batch: dict, key: jax.Array):
+        """``L_R`` with ``Ŝ`` = the manual one-hot map where labelled, else the frozen
+        ``F_S`` softmax (it is frozen in this step: its predictions are constants)."""
+        inputs = self._reg_inputs(v, batch)
+        s_m = _pick(
+            batch["moving_has_label"],
+            self._onehot(batch["moving_labels"]),
+            jax.nn.softmax(self._logits(v, batch["moving"])),
+        )
+        s_f = _pick(
+            batch["fixed_has_label"],
+            self._onehot(batch["fixed_labels"]),
+            jax.nn.softmax(self._logits(v, batch["fixed"])),
+        )
+        inputs.update(warped_seg=self._warp_soft(s_m, inputs["disp"]), fixed_seg=s_f)
+        return self.reg_anatomy_objective(**inputs)
 
     def seg_loss(self, v: dict, batch: dict, key: jax.Array):
-        """The case-wise segmentation loss (module docstring); ``F_R`` is frozen."""
-        moving, fixed, case = batch["moving"], batch["fixed"], batch["case"]
-        disp = jax.lax.stop_gradient(self.register(v, moving, fixed)["disp"])
-        logits_m, logits_f = self.segment(v, moving), self.segment(v, fixed)
-        p_m, p_f = jax.nn.softmax(logits_m), jax.nn.softmax(logits_f)
+        """The case-wise segmentation loss (module docstring); ``F_R`` is frozen.
+
+        From the ``has_label`` flags: ``L_a`` compares ``S_m∘φ`` with ``F_S(I_f)`` when only
+        the moving image is labelled, ``F_S(I_m)∘φ`` with ``S_f`` when only the fixed one
+        is, and is off otherwise; ``L_sp`` is on the moving image when it is labelled, else
+        on the fixed one when that is, else off.
+        """
+        moving, fixed = batch["moving"], batch["fixed"]
+        m_lab, f_lab = batch["moving_has_label"], batch["fixed_has_label"]
+        disp = jax.lax.stop_gradient(self._register(v, moving, fixed))
+        logits_m, logits_f = self._logits(v, moving), self._logits(v, fixed)
         s_m, s_f = self._onehot(batch["moving_labels"]), self._onehot(batch["fixed_labels"])
-        # anatomy: case 2 (moving labelled) compares S_m∘φ with F_S(I_f);
-        #          case 1 (fixed labelled)  compares F_S(I_m)∘φ with S_f.
-        anat_2 = soft_dice(self._warp_soft(s_m, disp), p_f)
-        anat_1 = soft_dice(self._warp_soft(p_m, disp), s_f)
-        anat = jnp.where(case == 2, anat_2, jnp.where(case == 1, anat_1, 0.0))
-        # supervised: on the labelled side (the moving image when both are labelled).
-        sup_m = self._sup(logits_m, batch["moving_labels"])
-        sup_f = self._sup(logits_f, batch["fixed_labels"])
-        sup = jnp.where((case == 0) | (case == 2), sup_m, jnp.where(case == 1, sup_f, 0.0))
-        total = self.lambda_a * anat + self.lambda_sp * sup
-        return total.mean(), {"anatomy_seg": anat.mean(), "supervised": sup.mean()}
+        p_m, p_f = jax.nn.softmax(logits_m), jax.nn.softmax(logits_f)
+        only_m = m_lab & ~f_lab
+        return self.seg_objective(
+            anat_warped=self._warp_soft(_pick(only_m, s_m, p_m), disp),
+            anat_target=_pick(only_m, p_f, s_f),
+            anat_on=m_lab != f_lab,
+            sup_logits=_pick(m_lab, logits_m, logits_f),
+            sup_labels=_pick(m_lab, batch["moving_labels"], batch["fixed_labels"]),
+            sup_on=m_lab | f_lab,
+        )
 
     def train_step(self, state: dict, batch: dict, key: jax.Array, step: int):
         phase = self.phase(step)
-        state, metrics = self._updates[phase](state, batch, key)
-        return state, {**metrics, f"loss/{phase}": metrics["loss"]}
+        if phase in self._pretrain:
+            state, metrics = self._pretrain[phase](state, batch, key)
+            return state, {**metrics, f"loss/{phase}": metrics["loss"]}
+        return self._joint_step(state, batch, key, step - self.reg_pretrain - self.seg_pretrain)
+
+
+def _pick(flag: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Per example: ``a`` where ``flag`` ``[B]`` is set, else ``b``."""
+    return jnp.where(flag.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+
+def _softmax_dice(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Soft Dice of ``softmax(logits)`` against integer ``labels`` (``[B]``)."""
+    return soft_dice(jax.nn.softmax(logits), jax.nn.one_hot(labels, logits.shape[-1]))
+
+
+def _gated(loss):
+    """``loss(a, b) · on`` per example: a term that is off (zero, no gradient) where ``on``
+    ``[B]`` is False."""
+
+    def gated(a, b, *, on):
+        return jnp.where(on, loss(a, b), 0.0)
+
+    gated.__name__ = f"gated_{getattr(loss, '__name__', 'loss')}"
+    return gated

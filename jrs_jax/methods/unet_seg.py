@@ -14,8 +14,9 @@ keywords (``num_classes`` comes from the data), ``loss`` = ``{dice_weight, ce_we
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..data.datasets import Dataset
@@ -32,10 +33,10 @@ class UNetSeg(Method):
     """Segmentation network trained with Dice + cross-entropy. State: ``{"seg": NetState}``."""
 
     name = "unet_seg"
-    can_segment = True
+    tasks: ClassVar[dict] = {"segment": ("image",)}
 
-    def __init__(self, config, *, shape, num_classes):
-        super().__init__(config, shape=shape, num_classes=num_classes)
+    def __init__(self, config, **data):
+        super().__init__(config, **data)
         loss = config["loss"]
         self.net = SegmentationNet(num_classes=self.num_classes, **config["model"])
         self.objective = combine(
@@ -45,8 +46,8 @@ class UNetSeg(Method):
         self.tx = make_optimizer(**config["optim"], total_steps=int(config["train"]["steps"]))
         self._update = make_update(self.loss, train="seg", donate=True)
 
-    def init(self, key: jax.Array) -> dict:
-        params = self.net.init(key, jnp.zeros((1, *self.shape, 1), jnp.float32))
+    def init(self, key: jax.Array, dataset: Dataset | None = None) -> dict:
+        params = self.net.init(key, self.zeros())
         return {"seg": NetState.create(params=params, tx=self.tx)}
 
     def sample_batch(self, dataset: Dataset, step: int) -> dict[str, np.ndarray]:
@@ -56,11 +57,12 @@ class UNetSeg(Method):
         rng = batch_rng(self.seed, step)
         return subject_batch(dataset, rng.choice(pool, size=int(self.config["data"]["batch_size"])))
 
-    def segment(self, variables: dict, image: jax.Array) -> jax.Array:
-        return self.net.apply(variables["seg"], image)
+    def predict(self, variables: dict, batch: dict) -> dict:
+        """``{"seg_probs"}``: softmax of the U-Net's logits."""
+        return {"seg_probs": jax.nn.softmax(self.net.apply(variables["seg"], batch["image"]))}
 
     def loss(self, variables: dict, batch: dict, key: jax.Array):
-        logits = self.segment(variables, batch["image"])
+        logits = self.net.apply(variables["seg"], batch["image"])
         return self.objective(
             logits=logits,
             probs=jax.nn.softmax(logits),

@@ -22,8 +22,9 @@ reg_weight, dice_weight}``, ``optim`` = :func:`~jrs_jax.train.make_optimizer` ke
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..data.datasets import Dataset
@@ -44,10 +45,10 @@ class VoxelMorph(Method):
     """
 
     name = "voxelmorph"
-    can_register = True
+    tasks: ClassVar[dict] = {"register": ("moving", "fixed")}
 
-    def __init__(self, config, *, shape, num_classes):
-        super().__init__(config, shape=shape, num_classes=num_classes)
+    def __init__(self, config, **data):
+        super().__init__(config, **data)
         model, loss, optim = config["model"], config["loss"], config["optim"]
         self.net = RegistrationNet(**model)
         self.dice_weight = float(loss.get("dice_weight", 0.0))
@@ -73,9 +74,8 @@ class VoxelMorph(Method):
 
     # -- state and data --------------------------------------------------------------------
 
-    def init(self, key: jax.Array) -> dict:
-        x = jnp.zeros((1, *self.shape, 1), jnp.float32)
-        params = self.net.init(key, x, x)
+    def init(self, key: jax.Array, dataset: Dataset | None = None) -> dict:
+        params = self.net.init(key, self.zeros(), self.zeros())
         return {"reg": NetState.create(params=params, tx=self.tx)}
 
     def sample_batch(self, dataset: Dataset, step: int) -> dict[str, np.ndarray]:
@@ -94,13 +94,15 @@ class VoxelMorph(Method):
 
     # -- the model and its loss ------------------------------------------------------------
 
-    def register(self, variables: dict, moving: jax.Array, fixed: jax.Array) -> dict:
-        return self.net.apply(variables["reg"], moving, fixed)
+    def predict(self, variables: dict, batch: dict) -> dict:
+        """``{"disp", "warped"}`` (+ ``"velocity"`` for the diffeomorphic variant)."""
+        out = self.net.apply(variables["reg"], batch["moving"], batch["fixed"])
+        return {**out, "warped": warp(batch["moving"], out["disp"])}
 
     def loss(self, variables: dict, batch: dict, key: jax.Array):
-        out = self.register(variables, batch["moving"], batch["fixed"])
+        out = self.predict(variables, batch)
         disp = out["disp"]
-        inputs = {"warped": warp(batch["moving"], disp), "fixed": batch["fixed"], "disp": disp}
+        inputs = {"warped": out["warped"], "fixed": batch["fixed"], "disp": disp}
         if self.dice_weight > 0:
             k = self.num_classes
             inputs["warped_seg"] = warp_labels(batch["moving_labels"], disp, num_classes=k)

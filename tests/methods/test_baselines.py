@@ -12,7 +12,8 @@ import pytest
 from jrs_jax import experiment, losses
 from jrs_jax.config import apply_overrides, load_config
 from jrs_jax.data import write_learn2reg_dataset
-from jrs_jax.methods import UNetSeg, VoxelMorph, evaluate, get_method
+from jrs_jax.evaluation import evaluate
+from jrs_jax.methods import UNetSeg, VoxelMorph, get_method
 from jrs_jax.spatial import warp, warp_labels
 from jrs_jax.train import variables
 

@@ -121,7 +121,7 @@ def test_none_labelled_pairs_give_no_segmentation_gradient(setup):
 
 def test_registration_anatomy_uses_predictions_only_for_unlabelled_sides(setup):
     _, ds, method, state, _ = setup
-    loss_fn = method._reg_loss(anatomy=True)
+    loss_fn = method.reg_loss
     v = variables(state)
     other_seg = jax.tree.map(lambda p: -p, v["seg"])
     both = _batch(ds, method, [0, 0])

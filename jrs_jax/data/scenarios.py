@@ -1,0 +1,49 @@
+"""Registry of the synthetic data scenarios (``jrs-jax make-synthetic --scenario NAME``).
+
+A scenario is a function ``write(root, *, key, **settings) -> path of dataset.json`` that
+generates a dataset in the Learn2Reg layout, read back by :func:`jrs_jax.data.load_learn2reg`
+like real data. Each scenario is tested for the property it claims to have. ``anatomy`` is
+the built-in population of deformed subjects of one template
+(:func:`jrs_jax.data.write_learn2reg_dataset`); the method-family issues add longitudinal,
+sequence, sliding-motion, two-modality, lesion, small-organ and out-of-distribution
+scenarios here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+
+from .synthetic import write_learn2reg_dataset
+
+__all__ = ["SCENARIOS", "get_scenario", "make_scenario"]
+
+#: Scenario writers by name.
+SCENARIOS: dict[str, Callable[..., str]] = {"anatomy": write_learn2reg_dataset}
+
+
+def get_scenario(name: str) -> Callable[..., str]:
+    """The writer of scenario ``name`` (``ValueError`` naming the known ones otherwise)."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; known scenarios: {sorted(SCENARIOS)}")
+    return SCENARIOS[name]
+
+
+def make_scenario(name: str, root: str | os.PathLike, *, key, **settings) -> str:
+    """Write scenario ``name`` to ``root`` atomically (generated in ``root.partial``, then
+    renamed, so a killed run leaves no half-written dataset); returns ``dataset.json``'s path.
+
+    Raises:
+      ValueError: unknown scenario (naming the known ones) or bad settings; ``FileExistsError``
+        if ``root`` exists.
+    """
+    write = get_scenario(name)
+    root = os.fspath(root)
+    if os.path.exists(root):
+        raise FileExistsError(f"{root} already exists; choose another folder or remove it")
+    tmp = root.rstrip(os.sep) + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    path = write(tmp, key=key, **settings)
+    os.replace(tmp, root)
+    return os.path.join(root, os.path.relpath(path, tmp))

@@ -1,0 +1,402 @@
+"""Paper comparisons as one command: ``jrs-jax reproduce STUDY``.
+
+A study is a Python file ``configs/studies/NAME.py`` with ``get_study(arg=None) -> dict``
+(``arg``: comma-separated variants, ``quick`` among them) returning::
+
+    {
+      "name": "deepatlas",
+      "paper": "Xu & Niethammer, MICCAI 2019",
+      "claim": "joint training beats registration and segmentation trained alone",
+      "data": {"scenario": "anatomy", "seed": 0, "settings": {...}},   # why: "reason"
+      "seeds": [0, 1, 2],
+      "groups": [                          # one table per group (e.g. N labelled subjects)
+        {"name": "N = 1", "rows": [ROW, ...]},
+      ],
+      "columns": {"val/reg_dice": "registration Dice", ...},
+      "gaps": [{"row": "deepatlas", "baseline": "reg_unsup", "metric": "val/reg_dice"}],
+      "budget": "how the update budgets were equalised (text for the table header)",
+    }
+
+with rows ``{"name", "label", "config": "voxelmorph.py[:variants]", "set": {key: value}}``
+(the config path is relative to ``configs/``, or a config dict; ``set`` are ``--set``
+overrides, applied after ``data.dataset`` and ``seed``), or ``{"name", "label", "from": ROW,
+"at_step": N}``: row ``ROW``'s run as it was validated at step ``N`` (a stage of a longer schedule).
+
+Every row of every seed is trained with :func:`jrs_jax.experiment.train_or_reuse` in
+``OUT/runs/<row>-<hash of its config>``: identical configs (a baseline that does not depend on
+the group) are trained once, finished runs are reused and killed ones resume. The results go
+to ``OUT/table.md``, ``OUT/table.json`` and ``OUT/table.png``: mean ± std over seeds per row
+and column, and per-seed paired gaps ``row - baseline`` (same seed: same data split, same
+labelled subjects) with the number of seeds won. ``OUT/figures/`` holds each row's
+qualitative panels (registration of the first evaluation pair, segmentation of the first
+held-out subject) for the first seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .config import ConfigError, apply_overrides, load_config, parse_flags
+
+__all__ = [
+    "STUDY_DIR",
+    "list_studies",
+    "load_study",
+    "paired_gaps",
+    "run_study",
+    "study_table",
+]
+
+#: Folder of the study files (``configs/studies``) next to the package.
+STUDY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def _studies_dir() -> str:
+    return os.path.join(STUDY_DIR, "studies")
+
+
+def list_studies() -> dict[str, dict]:
+    """``{name: study}`` of every ``configs/studies/*.py`` (default variant)."""
+    folder = _studies_dir()
+    names = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f[0] != "_")
+    return {n: load_study(n) for n in names}
+
+
+def _module(path: str):
+    spec = importlib.util.spec_from_file_location("jrs_jax_study_" + os.path.basename(path), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_study(spec: str) -> dict:
+    """The study ``NAME[:variants]`` (or a path ``PATH.py[:variants]``), validated.
+
+    Raises:
+      ConfigError: unknown study (naming the known ones), bad variants, or a malformed study
+        (rows without a config, gaps naming unknown rows, ...).
+    """
+    name, _, arg = str(spec).partition(":")
+    path = name if name.endswith(".py") else os.path.join(_studies_dir(), f"{name}.py")
+    if not os.path.isfile(path):
+        known = sorted(f[:-3] for f in os.listdir(_studies_dir()) if f.endswith(".py"))
+        raise ConfigError(f"unknown study {name!r}; known studies: {known}")
+    study = _module(path).get_study(arg or None)
+    _validate(study, path)
+    return study
+
+
+def _validate(study: Mapping, path: str) -> None:
+    for key in ("name", "claim", "data", "seeds", "groups", "columns"):
+        if key not in study:
+            raise ConfigError(f"{path}: study has no {key!r}")
+    if len(study["seeds"]) < 1:
+        raise ConfigError(f"{path}: study needs at least one seed")
+    for g in study["groups"]:
+        names = [r["name"] for r in g["rows"]]
+        for r in g["rows"]:
+            if "from" in r:
+                if r["from"] not in names or "at_step" not in r:
+                    raise ConfigError(f"{path}: row {r['name']!r} needs an existing 'from' row")
+            elif "config" not in r:
+                raise ConfigError(f"{path}: row {r['name']!r} has no 'config'")
+        for gap in study.get("gaps", []):
+            for role in ("row", "baseline"):
+                if gap[role] not in names:
+                    raise ConfigError(
+                        f"{path}: gap {role} {gap[role]!r} is not a row of group {g['name']!r}"
+                    )
+
+
+def row_config(row: Mapping, *, dataset: str, seed: int) -> dict:
+    """The training config of a study row for one seed (``row["config"]``: a path relative
+    to ``configs/``, or a config dict, e.g. built in a notebook)."""
+    src = row["config"]
+    cfg = (
+        copy.deepcopy(src)
+        if isinstance(src, Mapping)
+        else load_config(os.path.join(STUDY_DIR, src))
+    )
+    sets = {"data.dataset": dataset, "seed": seed, **row.get("set", {})}
+    return apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
+
+
+def _set_values(cfg):
+    """``cfg`` without its ``None`` (unset, default) entries."""
+    if isinstance(cfg, Mapping):
+        return {k: _set_values(v) for k, v in cfg.items() if v is not None}
+    return cfg
+
+
+def _digest(cfg: Mapping) -> str:
+    """The run folder's hash of a row config (unset keys do not count: adding a config key
+    whose default is ``None`` keeps finished runs reusable)."""
+    text = json.dumps(_set_values(cfg), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _data(study: Mapping, out: str) -> str:
+    """Generate (once) the study's scenario data in ``OUT/data``; refuse other settings."""
+    from .data.scenarios import make_scenario
+
+    spec = study["data"]
+    root = os.path.join(out, "data")
+    marker = os.path.join(root, "study_data.json")
+    want = {k: spec.get(k) for k in ("scenario", "seed", "settings")}
+    if not os.path.exists(root):
+        make_scenario(spec["scenario"], root, key=int(spec.get("seed", 0)), **spec["settings"])
+        with open(marker + ".tmp", "w") as f:
+            json.dump(want, f)
+        os.replace(marker + ".tmp", marker)
+    with open(marker) as f:
+        have = json.load(f)
+    if have != json.loads(json.dumps(want)):
+        raise ValueError(f"{root} holds data generated with {have}, not {want}: use another --out")
+    return os.path.join(root, "dataset.json")
+
+
+def _val_at(workdir: str, step: int) -> dict:
+    from .train import read_log
+
+    recs = [
+        r
+        for r in read_log(os.path.join(workdir, "metrics.jsonl"))
+        if r.get("split") == "val" and r["step"] == step
+    ]
+    if not recs:
+        raise ValueError(f"{workdir}: no validation record at step {step}")
+    return {k: v for k, v in recs[-1].items() if k.startswith("val/")}
+
+
+def run_study(
+    study: Mapping,
+    *,
+    out: str,
+    seeds: Sequence[int] | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Train every row of ``study`` for every seed (reusing finished runs) and write the
+    table, its JSON and its plot to ``out``. Returns ``{"records", "table", "gaps",
+    "seconds"}``."""
+    from .experiment import train_or_reuse
+
+    t0 = time.perf_counter()
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    dataset = _data(study, out)
+    seeds = list(study["seeds"] if seeds is None else seeds)
+    records = []
+    todo = [(s, g, r) for s in seeds for g in study["groups"] for r in g["rows"]]
+    for k, (seed, group, row) in enumerate(todo):
+        tag = f"[{k + 1}/{len(todo)}] {group['name']} · {row['name']} · seed {seed}"
+        rec = {"group": group["name"], "row": row["name"], "seed": seed}
+        src = next(r for r in group["rows"] if r["name"] == row["from"]) if "from" in row else row
+        cfg = row_config(src, dataset=dataset, seed=seed)
+        workdir = os.path.join(out, "runs", f"{src['name']}-{_digest(cfg)}")
+        res = train_or_reuse(cfg, workdir=workdir, progress=progress, figures=True)
+        if "from" in row:
+            rec.update(_val_at(workdir, int(row["at_step"])), seconds=None)
+        else:
+            rec.update(res["evaluation"], seconds=res["train_seconds"])
+            rec["updates"] = int(cfg["train"]["steps"])
+        rec["workdir"] = workdir
+        if seed == seeds[0] and "from" not in row:
+            _panels(workdir, os.path.join(out, "figures"), f"{group['name']}_{row['name']}")
+        shown = {c: round(rec[c], 4) for c in study["columns"] if rec.get(c) is not None}
+        log(f"{tag}: {json.dumps(shown)}")
+        records.append(rec)
+    result = {
+        "records": records,
+        "gaps": paired_gaps(study, records),
+        "seconds": time.perf_counter() - t0,
+    }
+    result["table"] = study_table(study, records, result["gaps"], seeds=seeds)
+    _write(out, study, result)
+    figure(study, records, os.path.join(out, "table.png"))
+    return result
+
+
+def _panels(workdir: str, fig_dir: str, prefix: str) -> None:
+    """Copy a run's qualitative figures (registration panel, segmentation overlay) to the
+    study's ``figures/`` folder as ``<group>_<row>_<name>.png``."""
+    import shutil
+
+    from .experiment import ensure_figures
+
+    os.makedirs(fig_dir, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9-]+", "_", prefix).strip("_")
+    for path in ensure_figures(workdir):
+        name = os.path.basename(path)
+        if name != "curves.png":
+            shutil.copyfile(path, os.path.join(fig_dir, f"{safe}_{name}"))
+
+
+def _ms(values, digits: int = 3) -> str:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if not len(v):
+        return "—"
+    return (
+        f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+    )
+
+
+def paired_gaps(study: Mapping, records: Sequence[Mapping]) -> list[dict]:
+    """Per group and gap spec: the per-seed differences ``row - baseline`` of the metric."""
+    out = []
+    for g in study["groups"]:
+        for gap in study.get("gaps", []):
+            metric = gap["metric"]
+
+            def by_seed(row, g=g, metric=metric):
+                return {
+                    r["seed"]: r.get(metric)
+                    for r in records
+                    if r["group"] == g["name"] and r["row"] == row
+                }
+
+            a, b = by_seed(gap["row"]), by_seed(gap["baseline"])
+            seeds = [s for s in a if a[s] is not None and b.get(s) is not None]
+            diffs = [float(a[s] - b[s]) for s in seeds]
+            out.append(
+                {
+                    "group": g["name"],
+                    "row": gap["row"],
+                    "baseline": gap["baseline"],
+                    "metric": metric,
+                    "seeds": seeds,
+                    "gaps": diffs,
+                    "mean": float(np.mean(diffs)) if diffs else None,
+                    "won": int(sum(d > 0 for d in diffs)),
+                }
+            )
+    return out
+
+
+def study_table(study: Mapping, records, gaps, *, seeds) -> str:
+    """The markdown table: per group, mean ± std per row and column, then the paired gaps."""
+    labels = {r["name"]: r.get("label", r["name"]) for g in study["groups"] for r in g["rows"]}
+    cols = study["columns"]
+    runs = {r["workdir"]: r.get("seconds") or 0.0 for r in records}
+    lines = [
+        f"# {study['name']}: {study['claim']}",
+        "",
+        f"Paper: {study.get('paper', '—')}. Seeds {list(seeds)}. "
+        f"{len(runs)} runs, {sum(runs.values()) / 60:.0f} min of training in all. "
+        + (f"Budget: {study['budget']} " if study.get("budget") else "")
+        + (f"Data: {study['data'].get('why', '')}" if study["data"].get("why") else ""),
+        "",
+    ]
+    for g in study["groups"]:
+        lines += [
+            f"## {g['name']}",
+            "",
+            "| row | " + " | ".join(cols.values()) + " | updates | train s |",
+            "|---|" + "---|" * (len(cols) + 2),
+        ]
+        for row in g["rows"]:
+            recs = [r for r in records if r["group"] == g["name"] and r["row"] == row["name"]]
+            cells = [_ms([r.get(c) for r in recs]) for c in cols]
+            ups = sorted({r["updates"] for r in recs if r.get("updates")})
+            ups_txt = ", ".join(map(str, ups)) or f"(stage of {row.get('from')})"
+            lines.append(
+                f"| {labels[row['name']]} | "
+                + " | ".join(cells)
+                + f" | {ups_txt} | {_ms([r.get('seconds') for r in recs], 0)} |"
+            )
+        lines.append("")
+    if gaps:
+        lines += [
+            "## Paired gaps (row − baseline, same seed)",
+            "",
+            "| group | row | baseline | metric | mean gap | per seed | seeds won |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for gp in gaps:
+            per = ", ".join(f"{d:+.3f}" for d in gp["gaps"]) or "—"
+            mean = "—" if gp["mean"] is None else f"{gp['mean']:+.4f}"
+            lines.append(
+                f"| {gp['group']} | {labels[gp['row']]} | {labels[gp['baseline']]} | "
+                f"{cols.get(gp['metric'], gp['metric'])} | {mean} | {per} | "
+                f"{gp['won']}/{len(gp['gaps'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _write(out: str, study: Mapping, result: Mapping) -> None:
+    from .evaluation import write_json
+
+    path = os.path.join(out, "table.md")
+    with open(path + ".tmp", "w") as f:
+        f.write(result["table"])
+    os.replace(path + ".tmp", path)
+    write_json(
+        os.path.join(out, "table.json"),
+        {
+            "study": {k: v for k, v in study.items() if k != "groups"},
+            "groups": study["groups"],
+            "records": result["records"],
+            "gaps": result["gaps"],
+            "seconds": round(result["seconds"], 1),
+        },
+    )
+
+
+def figure(study: Mapping, records, path: str) -> None:
+    """Bars: mean ± std over seeds of each column, rows side by side, one panel per column."""
+    from matplotlib.figure import Figure
+
+    from .viz import save_figure
+
+    cols = list(study["columns"].items())
+    fig = Figure(figsize=(4.2 * len(cols), 3.6), layout="constrained")
+    groups = study["groups"]
+    width = 0.8 / max(1, len(groups))
+    for j, (metric, title) in enumerate(cols):
+        ax = fig.add_subplot(1, len(cols), j + 1)
+        names: list[str] = []
+        for g in groups:
+            for r in g["rows"]:
+                if r["name"] not in names:
+                    names.append(r["name"])
+        for i, g in enumerate(groups):
+            means, stds = [], []
+            for name in names:
+                vals = [
+                    r.get(metric)
+                    for r in records
+                    if r["group"] == g["name"] and r["row"] == name and r.get(metric) is not None
+                ]
+                vals = [v for v in vals if np.isfinite(v)]
+                means.append(np.mean(vals) if vals else np.nan)
+                stds.append(np.std(vals) if vals else 0.0)
+            x = np.arange(len(names)) + i * width
+            ax.bar(x, means, width, yerr=stds, capsize=3, label=g["name"])
+        ax.set_xticks(
+            np.arange(len(names)) + width * (len(groups) - 1) / 2,
+            names,
+            fontsize=7,
+            rotation=20,
+        )
+        ax.set_title(title)
+        if "dice" in metric:
+            vals = [r.get(metric) for r in records if r.get(metric) is not None]
+            if vals:
+                ax.set_ylim(max(0.0, float(np.nanmin(vals)) - 0.05), 1.0)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def parse_variants(arg: str | None, known) -> set[str]:
+    """The study's variant flags (``ConfigError`` for unknown ones)."""
+    return parse_flags(arg, known)

@@ -1,0 +1,156 @@
+"""``jrs-jax reproduce``: studies train every row x seed, reuse finished runs, and report
+mean ± std and per-seed paired gaps that equal the runs' own numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+import pytest
+
+from jrs_jax import cli
+from jrs_jax.config import ConfigError
+from jrs_jax.studies import list_studies, load_study, paired_gaps, run_study
+
+TINY = """
+def get_study(arg=None):
+    smoke = {"train.steps": 4, "train.eval_every": 2, "train.ckpt_every": 4}
+    rows = [
+        {"name": "vxm", "label": "VoxelMorph", "config": "voxelmorph.py:smoke", "set": smoke},
+        {"name": "vxm_dice", "config": "voxelmorph.py:smoke,dice", "set": smoke},
+        {"name": "vxm_early", "label": "VoxelMorph at step 2", "from": "vxm", "at_step": 2},
+    ]
+    return {
+        "name": "tiny",
+        "claim": "Dice supervision helps",
+        "data": {"scenario": "anatomy", "seed": 0, "settings": {
+            "shape": [16, 16], "num_subjects": 6, "num_heldout": 2, "num_val_pairs": 2}},
+        "seeds": [0, 1],
+        "groups": [{"name": "all", "rows": rows}],
+        "columns": {"val/reg_dice": "registration Dice"},
+        "gaps": [{"row": "vxm_dice", "baseline": "vxm", "metric": "val/reg_dice"}],
+    }
+"""
+
+
+def _cli(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("study")
+    path = d / "tiny.py"
+    path.write_text(TINY)
+    study = load_study(str(path))
+    result = run_study(study, out=str(d / "out"), progress=False, log=lambda *_: None)
+    return study, result, d / "out"
+
+
+def test_study_writes_table_json_and_plot(tiny):
+    _study, _result, out = tiny
+    assert {"table.md", "table.json", "table.png"} <= set(os.listdir(out))
+    text = (out / "table.md").read_text()
+    assert "| VoxelMorph |" in text and "Paired gaps" in text and "Dice supervision" in text
+    saved = json.loads((out / "table.json").read_text())
+    assert len(saved["records"]) == 6  # 3 rows x 2 seeds
+
+
+def test_gaps_are_the_per_seed_differences_of_the_runs(tiny):
+    _, result, _ = tiny
+    rec = {(r["row"], r["seed"]): r["val/reg_dice"] for r in result["records"]}
+    (gap,) = result["gaps"]
+    assert gap["seeds"] == [0, 1]
+    expected = [rec[("vxm_dice", s)] - rec[("vxm", s)] for s in (0, 1)]
+    assert gap["gaps"] == pytest.approx(expected)
+    assert gap["won"] == sum(e > 0 for e in expected)
+    # seeds differ: the rows are really trained per seed (other init, other batches)
+    runs = {(r["row"], r["seed"]): r["workdir"] for r in result["records"]}
+    assert runs[("vxm", 0)] != runs[("vxm", 1)]
+    losses = [
+        [
+            json.loads(x)["loss"]
+            for x in open(os.path.join(runs[("vxm", s)], "metrics.jsonl"))
+            if '"train"' in x
+        ]
+        for s in (0, 1)
+    ]
+    assert losses[0] and losses[0] != losses[1]
+
+
+def test_from_row_reads_the_validation_at_its_step(tiny):
+    _, result, _ = tiny
+    early = [r for r in result["records"] if r["row"] == "vxm_early"]
+    late = {r["seed"]: r for r in result["records"] if r["row"] == "vxm"}
+    for r in early:
+        assert r["workdir"] == late[r["seed"]]["workdir"]  # the same run, at step 2
+        log = [
+            json.loads(line)
+            for line in open(os.path.join(r["workdir"], "metrics.jsonl"))
+            if '"val"' in line
+        ]
+        at2 = next(x for x in log if x["step"] == 2)
+        assert r["val/reg_dice"] == at2["val/reg_dice"]
+
+
+def test_rerun_reuses_finished_runs(tiny):
+    study, result, out = tiny
+    mtimes = {
+        r["workdir"]: os.path.getmtime(os.path.join(r["workdir"], "results.json"))
+        for r in result["records"]
+    }
+    again = run_study(study, out=str(out), progress=False, log=lambda *_: None)
+    assert [r["val/reg_dice"] for r in again["records"]] == [
+        r["val/reg_dice"] for r in result["records"]
+    ]
+    for w, t in mtimes.items():
+        assert os.path.getmtime(os.path.join(w, "results.json")) == t
+
+
+def test_paired_gaps_skip_seeds_missing_a_side():
+    study = {
+        "groups": [{"name": "g", "rows": [{"name": "a"}, {"name": "b"}]}],
+        "gaps": [{"row": "a", "baseline": "b", "metric": "m"}],
+    }
+    recs = [
+        {"group": "g", "row": "a", "seed": 0, "m": 0.9},
+        {"group": "g", "row": "b", "seed": 0, "m": 0.8},
+        {"group": "g", "row": "a", "seed": 1, "m": 0.5},
+    ]
+    (gap,) = paired_gaps(study, recs)
+    assert gap["seeds"] == [0] and gap["gaps"] == pytest.approx([0.1]) and gap["won"] == 1
+
+
+def test_unknown_study_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown study 'nope'.*deepatlas"):
+        load_study("nope")
+    rc, _, err = _cli(["reproduce", "nope"])
+    assert rc == 2 and err.count("\n") == 1 and "deepatlas" in err
+
+
+def test_list_names_every_study_and_its_claim():
+    rc, out, _ = _cli(["reproduce", "--list"])
+    assert rc == 0
+    for name, study in list_studies().items():
+        assert name in out and study["claim"] in out
+
+
+def test_every_study_has_three_seeds_and_gaps_against_a_baseline():
+    for name, study in list_studies().items():
+        assert len(study["seeds"]) >= 3, name
+        assert study.get("gaps"), name
+
+
+@pytest.mark.slow
+def test_reproduce_deepatlas_quick_runs(tmp_path):
+    rc, out, err = _cli(["reproduce", "deepatlas", "--quick", "--out", tmp_path, "--no-progress"])
+    assert rc == 0, err
+    assert "Paired gaps" in out and "DeepAtlas" in out
+    saved = json.loads((tmp_path / "table.json").read_text())
+    rows = {r["row"] for r in saved["records"]}
+    assert rows == {"reg_unsup", "reg_labels", "seg_alone", "semi", "deepatlas"}
