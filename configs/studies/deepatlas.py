@@ -18,7 +18,7 @@ pairs): large enough for the held-out Dice to separate the rows, small enough fo
 label budgets in 20 minutes on 2 cores. The DeepAtlas premise (labels are scarce) is set by N.
 
 Variants (``deepatlas:VARIANT,...``):
-  ``quick``  tiny networks, 51 DeepAtlas steps, one seed
+  ``quick``  tiny networks and 32 x 32 data, 51 DeepAtlas steps, one seed (a pipeline check)
   ``r4``     joint stage at 4 reg : 1 seg (instead of the paper's 20 : 1)
   ``long``   joint stage 3x longer (2520 steps), seeds 0 and 1
   ``hidden`` the 3 | 4 boundary hidden from the image (equal mean intensities 0.6 / 0.6)
@@ -47,6 +47,8 @@ def get_study(arg=None):
     if "quick" in flags:
         small = {"features": [8, 16, 16], "decoder_features": [16, 8, 8]}
     settings = {"shape": [64, 64], "num_subjects": 20, "num_heldout": 4, "num_val_pairs": 12}
+    if "quick" in flags:  # a pipeline check: small data too
+        settings = {"shape": [32, 32], "num_subjects": 10, "num_heldout": 3, "num_val_pairs": 4}
     if "hidden" in flags:
         settings["label_means"] = [0.05, 0.35, 0.8, 0.6, 0.6]
 
