@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import ClassVar
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jrs_jax import metrics
 from jrs_jax.data import (
     DataError,
     Dataset,
@@ -27,6 +30,8 @@ from jrs_jax.data import (
     within_subject_pairs,
     write_learn2reg,
 )
+from jrs_jax.evaluation import evaluate
+from jrs_jax.methods import Method
 
 SHAPES = {2: (12, 10), 3: (8, 8, 6)}
 # (subject, time points, held out)
@@ -338,3 +343,69 @@ def test_field_of_wrong_shape(written, tmp_path, fields):
     save_image(p, _to_file(u, ds.ndim), affine=_affine(ds.ndim))
     msg = _raises(path, r"s0_t1_disp_inv\.nii\.gz: displacement field", fields=fields)
     assert msg.endswith("(dataset.json training[1])")
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+class _Identity(Method):
+    """Identity registration and a fixed-threshold multi-label segmenter: the evaluation of a
+    rich dataset, read from predict's keys (``disp``, ``seg_sigmoid``)."""
+
+    name = "identity_test_double"
+    tasks: ClassVar[dict] = {"register": ("moving", "fixed"), "segment": ("image",)}
+
+    def init(self, key, dataset=None):
+        return {}
+
+    def sample_batch(self, dataset, step):
+        raise TypeError("a test double: it predicts, it does not train")
+
+    def train_step(self, state, batch, key, step):
+        raise TypeError("a test double: it predicts, it does not train")
+
+    def predict(self, variables, batch):
+        out = {}
+        if "moving" in batch:
+            self.seen_channels = (batch["moving"].shape[-1], batch["fixed"].shape[-1])
+            shape = batch["moving"].shape[:-1]
+            out.update(disp=jnp.zeros((*shape, len(shape) - 1)), warped=batch["moving"])
+        if "image" in batch:
+            x = batch["image"][..., :1]
+            out["seg_sigmoid"] = jnp.concatenate([x > 0.5, x > 0.2, x < 0.3], -1) * 1.0
+        return out
+
+
+@pytest.mark.parametrize("mode", ["within_subject", "cross_modal"])
+def test_evaluation_of_the_rich_dataset(written, mode):
+    _, path = written
+    ds = load_learn2reg(path)
+    cfg = {"eval": {"mode": mode, "moving_channel": 0, "fixed_channel": 1}}
+    method = _Identity(
+        cfg, shape=ds.shape, num_classes=K, num_channels=ds.num_channels, multi_label=True
+    )
+    ev = evaluate(method, {}, ds)
+    held = ds.held_out()
+    if mode == "within_subject":  # s2's three scans: 6 ordered pairs, one subject each
+        assert len(ev.pairs) == 6 and method.seen_channels == (2, 2)
+        assert {r["fixed"][:2] for r in ev.pairs} == {r["moving"][:2] for r in ev.pairs} == {"s2"}
+    else:  # the validation pairs, moving in channel 0 and fixed in channel 1
+        assert len(ev.pairs) == len(ds.val_pairs) and method.seen_channels == (1, 1)
+    for r in ev.pairs:  # identity field: Dice after = Dice before, per label channel
+        assert r["dice"] == pytest.approx(r["dice_identity"])
+        assert r["folding_percent"] == 0.0
+    f, m = ds.val_pairs[0] if mode == "cross_modal" else all_within_subject_pairs(ds, held)[0]
+    want = np.mean(
+        [
+            metrics.dice_per_channel(ds.subjects[m].labels, ds.subjects[f].labels)[k]
+            for k in range(K)
+        ]
+    )
+    assert ev.pairs[0]["dice"] == pytest.approx(want)
+    # segmentation: the labelled held-out subjects, thresholded per label (no argmax)
+    assert len(ev.subjects) == sum(ds.subjects[i].has_labels for i in held)
+    img = ds.subjects[held[0]].image[..., 0]
+    pred = np.stack([img > 0.5, img > 0.2, img < 0.3], -1).astype(np.uint8)
+    want = np.mean(list(metrics.dice_per_channel(pred, ds.subjects[held[0]].labels).values()))
+    assert ev.subjects[0]["dice"] == pytest.approx(want)
+    assert "val/seg_dice" in ev.summary and "val/reg_dice" in ev.summary
