@@ -6,9 +6,7 @@ and two smoke runs (a VoxelMorph run and a U-Net segmentation run) shared by the
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import os
 import subprocess
@@ -33,14 +31,6 @@ FIXED_AFFINE = np.array(
 )
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    """``cli.main(argv)`` with stdout / stderr captured (for session fixtures)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
 def _image(ds: Path, i: int) -> Path:
     return ds / "imagesTr" / f"sub_{i:04d}_0000.nii.gz"
 
@@ -59,10 +49,10 @@ def _is_png(path: Path) -> bool:
 
 
 @pytest.fixture(scope="session")
-def synth(tmp_path_factory):
+def synth(tmp_path_factory, run_cli):
     """(dataset folder, make-synthetic stdout)."""
     ds = tmp_path_factory.mktemp("cli") / "synth"
-    rc, out, err = _main(
+    rc, out, err = run_cli(
         ["make-synthetic", "--out", ds, "--shape", "32", "32", "--subjects", "8", "--seed", "1"]
     )
     assert rc == 0, err
@@ -92,19 +82,19 @@ VXM_SETS = ("--set", "optim.learning_rate=0.05")
 
 
 @pytest.fixture(scope="session")
-def vxm_run(dataset, tmp_path_factory):
+def vxm_run(dataset, tmp_path_factory, run_cli):
     """(run dir, train stdout) of a registration-only smoke run."""
     workdir = tmp_path_factory.mktemp("runs") / "vxm"
-    rc, out, err = _main(_train_argv(VXM + ":smoke", dataset, workdir, *VXM_SETS))
+    rc, out, err = run_cli(_train_argv(VXM + ":smoke", dataset, workdir, *VXM_SETS))
     assert rc == 0, err
     return workdir, out
 
 
 @pytest.fixture(scope="session")
-def seg_run(dataset, tmp_path_factory):
+def seg_run(dataset, tmp_path_factory, run_cli):
     """(run dir, train stdout) of a segmentation-only smoke run."""
     workdir = tmp_path_factory.mktemp("runs") / "seg"
-    rc, out, err = _main(_train_argv(SEG + ":smoke", dataset, workdir))
+    rc, out, err = run_cli(_train_argv(SEG + ":smoke", dataset, workdir))
     assert rc == 0, err
     return workdir, out
 
@@ -121,11 +111,11 @@ def fixed_copy(dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def registered(vxm_run, dataset, fixed_copy, tmp_path_factory):
+def registered(vxm_run, dataset, fixed_copy, tmp_path_factory, run_cli):
     """(output folder, stdout) of ``register`` with labels on both sides."""
     out_dir = tmp_path_factory.mktemp("register") / "out"
     fixed, fixed_labels = fixed_copy
-    rc, out, err = _main(
+    rc, out, err = run_cli(
         [
             "register",
             "--checkpoint",

@@ -14,7 +14,6 @@ from jrs_jax import experiment, metrics
 from jrs_jax.config import apply_overrides, load_config
 from jrs_jax.data import write_learn2reg_dataset
 from jrs_jax.evaluation import evaluate, evaluation_pairs, label_dice
-from jrs_jax.methods import Method
 from jrs_jax.train import variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,26 +36,21 @@ def anatomy(tmp_path_factory):
     return experiment.resolve_config(cfg, ds), ds
 
 
-class GroundTruth(Method):
-    """Predicts the dataset's ground-truth pair field (passed in the batch) as ``disp``."""
+@pytest.fixture(scope="module")
+def ground_truth(predict_only):
+    class GroundTruth(predict_only):
+        """Predicts the dataset's ground-truth pair field (given in the batch) as ``disp``."""
 
-    name = "ground_truth"
-    tasks = {"register": ("moving", "fixed", "gt_disp")}  # noqa: RUF012
+        name = "ground_truth"
+        tasks = {"register": ("moving", "fixed", "gt_disp")}  # noqa: RUF012
 
-    def init(self, key, dataset=None):
-        return {}
+        def predict(self, variables, batch):
+            return {"disp": batch["gt_disp"], "warped": batch["moving"]}
 
-    def sample_batch(self, dataset, step):
-        raise TypeError("a test double: it predicts, it does not train")
+        def pair_metrics(self, prediction, batch):
+            return {"mean_abs_disp": jnp.abs(prediction["disp"]).mean(axis=(1, 2, 3))}
 
-    def train_step(self, state, batch, key, step):
-        raise TypeError("a test double: it predicts, it does not train")
-
-    def predict(self, variables, batch):
-        return {"disp": batch["gt_disp"], "warped": batch["moving"]}
-
-    def pair_metrics(self, prediction, batch):
-        return {"mean_abs_disp": jnp.abs(prediction["disp"]).mean(axis=(1, 2, 3))}
+    return GroundTruth
 
 
 def test_pairs_mode_uses_the_validation_pairs(anatomy):
@@ -72,9 +66,9 @@ def test_atlas_mode_registers_the_atlas_to_every_held_out_subject(anatomy):
     assert set(evaluation_pairs(ds, mode="atlas", atlas=2)[:, 1]) == {2}
 
 
-def test_ground_truth_field_scores_near_perfect_and_zero_epe(anatomy):
+def test_ground_truth_field_scores_near_perfect_and_zero_epe(anatomy, ground_truth):
     cfg, ds = anatomy
-    method = GroundTruth(cfg, shape=ds.shape, num_classes=cfg["data"]["num_classes"])
+    method = ground_truth(cfg, shape=ds.shape, num_classes=cfg["data"]["num_classes"])
     ev = evaluate(method, {}, ds)
     s = ev.summary
     assert s["val/epe"] == pytest.approx(0.0, abs=1e-6)

@@ -3,15 +3,12 @@ naming the option (exit 2), for a method that needs more than the image pair."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 
 import numpy as np
 import pytest
 
-from jrs_jax import cli
 from jrs_jax.config import apply_overrides, load_config, save_config
 from jrs_jax.data import write_learn2reg_dataset
 from jrs_jax.inference import FILE_OPTIONS, load_inputs
@@ -31,15 +28,8 @@ class NeedsLabels(VoxelMorph):
         return {**out, "labels_seen": batch["moving_labels"].sum()}
 
 
-def _cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, run_cli):
     register_method(NeedsLabels)
     d = tmp_path_factory.mktemp("inference")
     data = write_learn2reg_dataset(d / "data", key=2, shape=(16, 16), num_subjects=6)
@@ -47,7 +37,7 @@ def run(tmp_path_factory):
     cfg = apply_overrides(cfg, [f"data.dataset={str(data)!r}"])
     cfg["method"] = NeedsLabels.name
     save_config(cfg, str(d / "config.json"))
-    rc, _, err = _cli(["train", d / "config.json", "--workdir", d / "run", "--no-progress"])
+    rc, _, err = run_cli(["train", d / "config.json", "--workdir", d / "run", "--no-progress"])
     assert rc == 0, err
     files = {
         "fixed": str(d / "data" / "imagesTr" / "sub_0004_0000.nii.gz"),
@@ -58,21 +48,21 @@ def run(tmp_path_factory):
     METHODS.pop(NeedsLabels.name, None)
 
 
-def test_missing_declared_input_is_one_line_naming_the_option(run, tmp_path):
+def test_missing_declared_input_is_one_line_naming_the_option(run, tmp_path, run_cli):
     workdir, files = run
     argv = ["register", "--checkpoint", workdir, "--fixed", files["fixed"]]
     argv += ["--moving", files["moving"], "--out", tmp_path / "out"]
-    rc, _, err = _cli(argv)
+    rc, _, err = run_cli(argv)
     assert rc == 2
     assert err == "jrs-jax: error: vxm_needs_labels needs --moving-labels to register\n"
     assert not (tmp_path / "out").exists()
 
 
-def test_declared_inputs_reach_predict(run, tmp_path):
+def test_declared_inputs_reach_predict(run, tmp_path, run_cli):
     workdir, files = run
     argv = ["register", "--checkpoint", workdir, "--fixed", files["fixed"]]
     argv += ["--moving", files["moving"], "--moving-labels", files["moving_labels"]]
-    rc, _, err = _cli([*argv, "--out", tmp_path / "out"])
+    rc, _, err = run_cli([*argv, "--out", tmp_path / "out"])
     assert rc == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "warped_labels.nii.gz" in summary["files"]

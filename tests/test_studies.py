@@ -3,14 +3,11 @@ mean ± std and per-seed paired gaps that equal the runs' own numbers."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 
 import pytest
 
-from jrs_jax import cli
 from jrs_jax.config import ConfigError
 from jrs_jax.studies import list_studies, load_study, paired_gaps, run_study
 
@@ -33,13 +30,6 @@ def get_study(arg=None):
         "gaps": [{"row": "vxm_dice", "baseline": "vxm", "metric": "val/reg_dice"}],
     }
 """
-
-
-def _cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +116,15 @@ def test_paired_gaps_skip_seeds_missing_a_side():
     assert gap["seeds"] == [0] and gap["gaps"] == pytest.approx([0.1]) and gap["won"] == 1
 
 
-def test_unknown_study_names_the_known_ones():
+def test_unknown_study_names_the_known_ones(run_cli):
     with pytest.raises(ConfigError, match=r"unknown study 'nope'.*deepatlas"):
         load_study("nope")
-    rc, _, err = _cli(["reproduce", "nope"])
+    rc, _, err = run_cli(["reproduce", "nope"])
     assert rc == 2 and err.count("\n") == 1 and "deepatlas" in err
 
 
-def test_list_names_every_study_and_its_claim():
-    rc, out, _ = _cli(["reproduce", "--list"])
+def test_list_names_every_study_and_its_claim(run_cli):
+    rc, out, _ = run_cli(["reproduce", "--list"])
     assert rc == 0
     for name, study in list_studies().items():
         assert name in out and study["claim"] in out
@@ -147,8 +137,10 @@ def test_every_study_has_three_seeds_and_gaps_against_a_baseline():
 
 
 @pytest.mark.slow
-def test_reproduce_deepatlas_quick_runs(tmp_path):
-    rc, out, err = _cli(["reproduce", "deepatlas", "--quick", "--out", tmp_path, "--no-progress"])
+def test_reproduce_deepatlas_quick_runs(tmp_path, run_cli):
+    rc, out, err = run_cli(
+        ["reproduce", "deepatlas", "--quick", "--out", tmp_path, "--no-progress"]
+    )
     assert rc == 0, err
     assert "Paired gaps" in out and "DeepAtlas" in out
     saved = json.loads((tmp_path / "table.json").read_text())

@@ -281,6 +281,23 @@ def load_learn2reg(
 
     scans: list[dict] = []
     index: dict[str, int] = {}
+
+    def scan(where, channels, given, *, label, mask, held_out, subject_time, fields) -> dict:
+        sid, t, explicit = subject_time
+        name = _split_ext(os.path.basename(given))[0]
+        return dict(
+            where=where,
+            channels=channels,
+            name=name,
+            label=label,
+            mask=mask,
+            held_out=held_out,
+            subject=sid,
+            time=t,
+            explicit=explicit,
+            **fields,
+        )
+
     for k, entry in enumerate(training):
         where = f"training[{k}]"
         if not isinstance(entry, dict) or "image" not in entry:
@@ -292,17 +309,15 @@ def load_learn2reg(
         sid, t, explicit = subject_time(entry, where)
         index[key] = len(scans)
         scans.append(
-            dict(
-                where=where,
-                channels=channels,
-                name=_split_ext(os.path.basename(given))[0],
+            scan(
+                where,
+                channels,
+                given,
                 label=resolve(entry["label"], f"{where} label") if entry.get("label") else None,
                 mask=resolve(entry["mask"], f"{where} mask") if entry.get("mask") else None,
                 held_out=False,
-                subject=sid,
-                time=t,
-                explicit=explicit,
-                **field_paths(entry, where, key),
+                subject_time=(sid, t, explicit),
+                fields=field_paths(entry, where, key),
             )
         )
 
@@ -329,17 +344,15 @@ def load_learn2reg(
 
                 index[key] = len(scans)
                 scans.append(
-                    dict(
-                        where=hwhere,
-                        channels=channels,
-                        name=_split_ext(os.path.basename(given))[0],
+                    scan(
+                        hwhere,
+                        channels,
+                        given,
                         label=guess("labelsTr", "label"),
                         mask=guess("masksTr", "mask"),
                         held_out=True,
-                        subject=sid,
-                        time=t,
-                        explicit=explicit,
-                        **field_paths(hentry, hwhere, key),
+                        subject_time=(sid, t, explicit),
+                        fields=field_paths(hentry, hwhere, key),
                     )
                 )
             ij.append(index[key])

@@ -31,7 +31,6 @@ from jrs_jax.data import (
     write_learn2reg,
 )
 from jrs_jax.evaluation import evaluate
-from jrs_jax.methods import Method
 
 SHAPES = {2: (12, 10), 3: (8, 8, 6)}
 # (subject, time points, held out)
@@ -348,40 +347,35 @@ def test_field_of_wrong_shape(written, tmp_path, fields):
 # ---------------------------------------------------------------------------- evaluation
 
 
-class _Identity(Method):
-    """Identity registration and a fixed-threshold multi-label segmenter: the evaluation of a
-    rich dataset, read from predict's keys (``disp``, ``seg_sigmoid``)."""
+@pytest.fixture(scope="module")
+def identity(predict_only):
+    class Identity(predict_only):
+        """Identity registration and a fixed-threshold multi-label segmenter: the evaluation
+        of a rich dataset, read from predict's keys (``disp``, ``seg_sigmoid``)."""
 
-    name = "identity_test_double"
-    tasks: ClassVar[dict] = {"register": ("moving", "fixed"), "segment": ("image",)}
+        name = "identity_test_double"
+        tasks: ClassVar[dict] = {"register": ("moving", "fixed"), "segment": ("image",)}
 
-    def init(self, key, dataset=None):
-        return {}
+        def predict(self, variables, batch):
+            out = {}
+            if "moving" in batch:
+                self.seen_channels = (batch["moving"].shape[-1], batch["fixed"].shape[-1])
+                shape = batch["moving"].shape[:-1]
+                out.update(disp=jnp.zeros((*shape, len(shape) - 1)), warped=batch["moving"])
+            if "image" in batch:
+                x = batch["image"][..., :1]
+                out["seg_sigmoid"] = jnp.concatenate([x > 0.5, x > 0.2, x < 0.3], -1) * 1.0
+            return out
 
-    def sample_batch(self, dataset, step):
-        raise TypeError("a test double: it predicts, it does not train")
-
-    def train_step(self, state, batch, key, step):
-        raise TypeError("a test double: it predicts, it does not train")
-
-    def predict(self, variables, batch):
-        out = {}
-        if "moving" in batch:
-            self.seen_channels = (batch["moving"].shape[-1], batch["fixed"].shape[-1])
-            shape = batch["moving"].shape[:-1]
-            out.update(disp=jnp.zeros((*shape, len(shape) - 1)), warped=batch["moving"])
-        if "image" in batch:
-            x = batch["image"][..., :1]
-            out["seg_sigmoid"] = jnp.concatenate([x > 0.5, x > 0.2, x < 0.3], -1) * 1.0
-        return out
+    return Identity
 
 
 @pytest.mark.parametrize("mode", ["within_subject", "cross_modal"])
-def test_evaluation_of_the_rich_dataset(written, mode):
+def test_evaluation_of_the_rich_dataset(written, mode, identity):
     _, path = written
     ds = load_learn2reg(path)
     cfg = {"eval": {"mode": mode, "moving_channel": 0, "fixed_channel": 1}}
-    method = _Identity(
+    method = identity(
         cfg, shape=ds.shape, num_classes=K, num_channels=ds.num_channels, multi_label=True
     )
     ev = evaluate(method, {}, ds)

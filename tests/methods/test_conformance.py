@@ -9,8 +9,6 @@ registry is checked here without a line of new test code.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
@@ -20,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jrs_jax import cli, experiment
+from jrs_jax import experiment
 from jrs_jax.config import apply_overrides, load_config
 from jrs_jax.data import pair_batch, subject_batch, write_learn2reg_dataset
 from jrs_jax.evaluation import evaluate
@@ -143,18 +141,11 @@ def test_evaluation_runs(name, data):
     assert method.best_metric in ev.summary
 
 
-def _cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
 @pytest.mark.parametrize("name", NAMES)
-def test_cli_train_then_register_or_segment(name, data, tmp_path):
+def test_cli_train_then_register_or_segment(name, data, tmp_path, run_cli):
     run = tmp_path / "run"
     cfg_spec = os.path.join(ROOT, "configs", f"{name}.py:smoke")
-    rc, _, err = _cli(
+    rc, _, err = run_cli(
         ["train", cfg_spec, "--workdir", run, "--set", f"data.dataset={data!r}", "--no-progress"]
     )
     assert rc == 0, err
@@ -170,13 +161,13 @@ def test_cli_train_then_register_or_segment(name, data, tmp_path):
         out = tmp_path / "reg"
         argv = ["register", "--checkpoint", run, "--fixed", img(6), "--moving", img(7)]
         argv += ["--moving-labels", lab(7), "--fixed-labels", lab(6), "--out", out]
-        rc, _stdout, err = _cli(argv)
+        rc, _stdout, err = run_cli(argv)
         assert rc == 0, err
         summary = json.loads((out / "summary.json").read_text())
         assert 0 <= summary["dice_after"] <= 1 and (out / "warped.nii.gz").exists()
     if "segment" in method.tasks:
         out = tmp_path / "seg"
-        rc, _, err = _cli(["segment", "--checkpoint", run, "--image", img(6), "--out", out])
+        rc, _, err = run_cli(["segment", "--checkpoint", run, "--image", img(6), "--out", out])
         assert rc == 0, err
         assert (out / "labels.nii.gz").exists()
         assert json.loads((out / "summary.json").read_text())["voxels_per_label"]

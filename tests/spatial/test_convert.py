@@ -45,20 +45,6 @@ def _image(ndim, *, seed=1, batch=2, channels=2):
     return jax.random.normal(key, (batch, *SHAPES[ndim], channels), jnp.float32)
 
 
-def _oblique_affine(ndim, seed=0):
-    """Rotation x anisotropic spacing + translation, as a 4x4 NIfTI affine."""
-    rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    rot = q * np.sign(np.diag(r))
-    if np.linalg.det(rot) < 0:
-        rot[:, 0] *= -1
-    spacing = np.array([0.8, 1.7, 2.9])
-    affine = np.eye(4)
-    affine[:3, :3] = rot @ np.diag(spacing)
-    affine[:3, 3] = rng.normal(scale=40.0, size=3)
-    return affine
-
-
 # ------------------------------------------------------------------ (a) channels first
 
 
@@ -274,8 +260,8 @@ def test_physical_worked_example():
     np.testing.assert_allclose(np.asarray(d).reshape(3), [-2.0, 0.0, 0.0])
 
 
-def test_physical_matches_world_coordinates_oblique():
-    affine = _oblique_affine(3, seed=1)
+def test_physical_matches_world_coordinates_oblique(oblique_affine):
+    affine = oblique_affine(3, seed=1)
     u = np.asarray(_field(3, seed=7, batch=1)[0])
     x = np.stack(np.meshgrid(*map(np.arange, u.shape[:-1]), indexing="ij"), -1).astype(float)
     d_ras = apply_affine(affine, x + u) - apply_affine(affine, x)
@@ -285,8 +271,8 @@ def test_physical_matches_world_coordinates_oblique():
 
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("batched", [False, True])
-def test_physical_round_trip_oblique(ndim, batched):
-    affine = _oblique_affine(ndim, seed=2)
+def test_physical_round_trip_oblique(ndim, batched, oblique_affine):
+    affine = oblique_affine(ndim, seed=2)
     u = _field(ndim, seed=8)
     if not batched:
         u = u[0]
@@ -295,8 +281,8 @@ def test_physical_round_trip_oblique(ndim, batched):
     np.testing.assert_allclose(jax.jit(from_physical_displacement)(d, affine), u, atol=1e-4)
 
 
-def test_physical_2d_uses_top_left_block():
-    affine = _oblique_affine(3, seed=3)
+def test_physical_2d_uses_top_left_block(oblique_affine):
+    affine = oblique_affine(3, seed=3)
     u = np.asarray(_field(2, seed=9, batch=1))
     d = np.asarray(to_physical_displacement(u, affine))
     want = -np.einsum("kl,...l->...k", affine[:2, :2], u)

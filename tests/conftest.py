@@ -1,0 +1,65 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+
+from jrs_jax import cli
+from jrs_jax.methods import Method
+
+
+def _run_cli(argv) -> tuple[int, str, str]:
+    """``cli.main(argv)`` in-process with stdout / stderr captured: ``(rc, out, err)``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """:func:`_run_cli`: the ``jrs-jax`` command line, in-process, output captured."""
+    return _run_cli
+
+
+class PredictOnly(Method):
+    """Base of test doubles that predict but never train (subclasses set ``name``,
+    ``tasks`` and ``predict``)."""
+
+    def init(self, key, dataset=None):
+        return {}
+
+    def sample_batch(self, dataset, step):
+        raise TypeError("a test double: it predicts, it does not train")
+
+    def train_step(self, state, batch, key, step):
+        raise TypeError("a test double: it predicts, it does not train")
+
+
+@pytest.fixture(scope="session")
+def predict_only():
+    """:class:`PredictOnly`, the base class of predict-only test doubles."""
+    return PredictOnly
+
+
+def _oblique_affine(ndim: int = 3, seed: int = 0) -> np.ndarray:
+    """Rotation x anisotropic spacing (0.8, 1.7, 2.9) + translation, as a 4x4 NIfTI affine."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    rot = q * np.sign(np.diag(r))
+    if np.linalg.det(rot) < 0:
+        rot[:, 0] *= -1
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.8, 1.7, 2.9])
+    affine[:3, 3] = rng.normal(scale=40.0, size=3)
+    return affine
+
+
+@pytest.fixture(scope="session")
+def oblique_affine():
+    """:func:`_oblique_affine` ``(ndim, seed=0) -> [4, 4]``: an oblique, anisotropic grid."""
+    return _oblique_affine
