@@ -63,12 +63,15 @@ def load_dataset(config: dict) -> Dataset:
 def resolve_config(config: dict, dataset: Dataset) -> dict:
     """A copy of ``config`` with what the networks need from ``dataset`` filled in:
     ``data.shape``, ``data.num_classes`` (label classes, or label channels of multi-label
-    data), ``data.num_channels`` (modalities) and ``data.multi_label``."""
+    data), ``data.num_channels`` (modalities), ``data.multi_label`` and, when the dataset
+    names its labels, ``data.label_names``."""
     cfg = json.loads(json.dumps(config))
     data = cfg["data"]
     data["shape"] = list(dataset.shape)
     data["num_channels"] = int(dataset.num_channels)
     data["multi_label"] = bool(dataset.multi_label)
+    if dataset.label_names:
+        data["label_names"] = {str(k): v for k, v in dataset.label_names.items()}
     if data.get("num_classes") is None:
         labelled = [s.labels for s in dataset.subjects if s.labels is not None]
         if not labelled:
