@@ -141,11 +141,6 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _has_fields(dataset: Dataset, index: int) -> bool:
-    s = dataset.subjects[index]
-    return getattr(s, "field", None) is not None and getattr(s, "field_inv", None) is not None
-
-
 def _pair_batch(dataset: Dataset, pairs: np.ndarray, config: Mapping, mode: str) -> dict:
     kwargs = {}
     if mode == "cross_modal":
@@ -153,7 +148,7 @@ def _pair_batch(dataset: Dataset, pairs: np.ndarray, config: Mapping, mode: str)
             moving_channel=int(config.get("moving_channel", 0)),
             fixed_channel=int(config.get("fixed_channel", 1)),
         )
-    if len(pairs) and all(_has_fields(dataset, int(i)) for i in np.unique(pairs)):
+    if len(pairs) and all(dataset.subjects[int(i)].has_field for i in np.unique(pairs)):
         kwargs["fields"] = True
     return sampling.pair_batch(dataset, pairs, **kwargs)
 
