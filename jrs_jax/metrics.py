@@ -81,6 +81,17 @@ def _resolve_labels(pred: np.ndarray, target: np.ndarray, labels) -> list:
     return [_label_key(v) for v in np.atleast_1d(np.asarray(labels)).ravel()]
 
 
+def _binary_dice(p: np.ndarray, t: np.ndarray, missing: str) -> float:
+    """Dice of two boolean masks: NaN when both are empty; when only one is, NaN
+    (``missing="nan"``) or 0 (``"zero"``)."""
+    n_p, n_t = int(p.sum()), int(t.sum())
+    if n_p == 0 and n_t == 0:
+        return float("nan")
+    if n_p == 0 or n_t == 0:
+        return float("nan") if missing == "nan" else 0.0
+    return float(2.0 * np.logical_and(p, t).sum() / (n_p + n_t))
+
+
 def dice_per_label(
     pred, target, *, labels: Sequence[int] | None = None, missing: str = "nan"
 ) -> dict:
@@ -119,15 +130,7 @@ def dice_per_label(
     pred, target = _label_pair(pred, target)
     out = {}
     for lab in _resolve_labels(pred, target, labels):
-        p = pred == lab
-        t = target == lab
-        n_p, n_t = int(p.sum()), int(t.sum())
-        if n_p == 0 and n_t == 0:
-            out[lab] = float("nan")
-        elif n_p == 0 or n_t == 0:
-            out[lab] = float("nan") if missing == "nan" else 0.0
-        else:
-            out[lab] = float(2.0 * np.logical_and(p, t).sum() / (n_p + n_t))
+        out[lab] = _binary_dice(pred == lab, target == lab, missing)
     return out
 
 
@@ -205,14 +208,7 @@ def dice_per_channel(
     for k in chans:
         if not 0 <= k < k_all:
             raise ValueError(f"channel {k} out of range for {k_all} channels")
-        p, t = pred[..., k] > 0, target[..., k] > 0
-        n_p, n_t = int(p.sum()), int(t.sum())
-        if n_p == 0 and n_t == 0:
-            out[k] = float("nan")
-        elif n_p == 0 or n_t == 0:
-            out[k] = float("nan") if missing == "nan" else 0.0
-        else:
-            out[k] = float(2.0 * np.logical_and(p, t).sum() / (n_p + n_t))
+        out[k] = _binary_dice(pred[..., k] > 0, target[..., k] > 0, missing)
     return out
 
 
