@@ -109,15 +109,11 @@ def evaluation_pairs(
 def label_dice(
     pred, target, *, multi_label: bool = False, labels: Sequence[int] | None = None
 ) -> float:
-    """Mean foreground Dice of one case: integer maps ``[*S]`` (a structure in only one map
-    scores 0), or with ``multi_label`` binary maps ``[*S, K]`` scored channel by channel
-    (``labels`` then selects channels)."""
-    pred, target = np.asarray(pred), np.asarray(target)
+    """Mean foreground Dice of one case: integer maps ``[*S]``, or with ``multi_label`` binary
+    maps ``[*S, K]`` scored channel by channel (``labels`` then selects channels). Either way
+    a structure in only one map scores 0 and one in neither is not scored."""
     if multi_label:
-        scores = metrics.dice_per_channel(pred.astype(bool), target.astype(bool))
-        keep = [s for k, s in scores.items() if labels is None or k in labels]
-        keep = [0.0 if not np.isfinite(s) else s for s in keep]
-        return float(np.mean(keep)) if keep else float("nan")
+        return metrics.mean_dice_multilabel(pred, target, channels=labels, missing="zero")
     return metrics.mean_dice(pred, target, labels=labels, missing="zero")
 
 

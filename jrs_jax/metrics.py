@@ -64,14 +64,19 @@ def _label_key(value) -> int | float:
     return int(v) if v.is_integer() else v
 
 
-def _label_pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
+def _checked_pair(pred, target, ranks: tuple[int, int], what: str):
+    """``(pred, target)`` as arrays of one shape with a rank in ``ranks``."""
     pred = np.asarray(pred)
     target = np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"pred and target shapes differ: {pred.shape} vs {target.shape}")
-    if pred.ndim not in (2, 3):
-        raise ValueError(f"label maps must be 2-D or 3-D [*S]; got shape {pred.shape}")
+    if pred.ndim not in ranks:
+        raise ValueError(f"{what}; got shape {pred.shape}")
     return pred, target
+
+
+def _label_pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
+    return _checked_pair(pred, target, (2, 3), "label maps must be 2-D or 3-D [*S]")
 
 
 def _resolve_labels(pred: np.ndarray, target: np.ndarray, labels) -> list:
@@ -163,15 +168,8 @@ def mean_dice(pred, target, *, labels: Sequence[int] | None = None, missing: str
 
 
 def _multilabel_pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred)
-    target = np.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target shapes differ: {pred.shape} vs {target.shape}")
-    if pred.ndim not in (3, 4):
-        raise ValueError(
-            f"multi-label maps must be [*S, K] with 2 or 3 spatial axes; got shape {pred.shape}"
-        )
-    return pred, target
+    what = "multi-label maps must be [*S, K] with 2 or 3 spatial axes"
+    return _checked_pair(pred, target, (3, 4), what)
 
 
 def dice_per_channel(

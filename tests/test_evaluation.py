@@ -104,6 +104,9 @@ def test_multi_label_dice_is_per_channel():
     p[:, :, 1] = 0  # channel 1 missed entirely
     assert label_dice(p, t, multi_label=True) == pytest.approx(0.5)
     assert label_dice(p, t, multi_label=True, labels=[0]) == pytest.approx(1.0)
+    # a channel empty in both maps is not scored (as an absent integer label), not 0
+    t3, p3 = np.concatenate([t, t[..., :1] * 0], -1), np.concatenate([p, p[..., :1] * 0], -1)
+    assert label_dice(p3, t3, multi_label=True) == pytest.approx(0.5)
 
 
 def test_unknown_mode_is_an_error(anatomy):
