@@ -157,7 +157,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
-    from .studies import list_studies, load_study, run_study
+    from .studies import default_out, list_studies, load_study, run_study
 
     if args.list:
         for name, study in list_studies().items():
@@ -165,11 +165,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         return 0
     if not args.study:
         raise ValueError("reproduce needs a STUDY name (or --list)")
-    spec = args.study + (("," if ":" in args.study else ":") + "quick" if args.quick else "")
-    study = load_study(spec)
-    out = args.out or os.path.join(
-        "jrs_reproduce", study["name"] + ("_quick" if args.quick else "")
-    )
+    study = load_study(args.study, quick=args.quick)
+    out = args.out or default_out(study)
     result = run_study(study, out=out, seeds=args.seeds, progress=not args.no_progress)
     print()
     print(result["table"])
@@ -245,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--list", action="store_true", help="name every study and its claim")
     rp.add_argument("--quick", action="store_true", help="pipeline check (tiny nets, few steps)")
     rp.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the study's)")
-    rp.add_argument("--out", help="output folder (default jrs_reproduce/<study>)")
+    rp.add_argument("--out", help="output folder (default jrs_reproduce/<study>[-<variants>])")
     rp.add_argument("--no-progress", action="store_true", help="no progress bars")
     rp.set_defaults(func=_run_reproduce)
 

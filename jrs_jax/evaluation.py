@@ -53,6 +53,7 @@ __all__ = [
     "evaluate",
     "evaluation_pairs",
     "label_dice",
+    "warp_labels_nearest",
     "write_json",
     "write_report",
 ]
@@ -124,8 +125,10 @@ def _mean_hd95(pred: np.ndarray, target: np.ndarray, spacing) -> float:
 
 
 @jax.jit
-def _warp_nearest(labels: jax.Array, disp: jax.Array) -> jax.Array:
-    """Nearest-neighbour warp of integer ``[B, *S]`` or binary ``[B, *S, K]`` label maps."""
+def warp_labels_nearest(labels: jax.Array, disp: jax.Array) -> jax.Array:
+    """Nearest-neighbour warp of integer ``[B, *S]`` or binary ``[B, *S, K]`` label maps by
+    ``disp`` ``[B, *S, D]`` (Learn2Reg's ``order=0``), as evaluation, figures and
+    ``jrs-jax register`` warp labels."""
     if labels.ndim == disp.ndim:  # [B, *S, K]: channel by channel
         return jax.vmap(lambda c: warp_labels(c, disp, num_classes=1, mode="nearest"), -1, -1)(
             labels
@@ -167,7 +170,7 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
     for sl in _chunks(len(pairs), batch_size):
         b = _pair_batch(dataset, pairs[sl], config, mode)
         pred = method.run(variables, b, "register")
-        warped = np.asarray(_warp_nearest(jnp.asarray(b["moving_labels"]), pred["disp"]))
+        warped = np.asarray(warp_labels_nearest(jnp.asarray(b["moving_labels"]), pred["disp"]))
         disp = np.asarray(pred["disp"])
         seg = method.labels(pred) if {"seg_probs", "seg_sigmoid"} & set(pred) else None
         extra = {k: np.asarray(v) for k, v in method.pair_metrics(pred, b).items()}

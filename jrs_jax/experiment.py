@@ -119,7 +119,7 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
     deformation grid, Jacobian map) and a segmentation overlay of the first labelled held-out
     subject. Returns the paths."""
     from . import viz
-    from .evaluation import _warp_nearest
+    from .evaluation import warp_labels_nearest
 
     fig_dir = os.path.join(workdir, "figures")
     paths = []
@@ -134,7 +134,7 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
     if len(pairs):
         b = pair_batch(dataset, pairs[:1])
         pred = method.run(v, b, "register")
-        wl = _warp_nearest(b["moving_labels"], pred["disp"])
+        wl = warp_labels_nearest(b["moving_labels"], pred["disp"])
         show = lambda x: viz.display_labels(x, ndim=method.ndim)
         fig = viz.registration_panel(
             b["fixed"][0],

@@ -127,7 +127,7 @@ def register_files(
     """
     from . import viz
     from .data.ants import save_ants_warp
-    from .evaluation import _warp_nearest
+    from .evaluation import warp_labels_nearest
     from .train import variables
 
     batch, inputs = load_inputs(method, config, "register", files)
@@ -145,7 +145,7 @@ def register_files(
     m_lab, f_lab = inputs.get("moving_labels"), inputs.get("fixed_labels")
     warped_labels = None
     if m_lab is not None:
-        warped_labels = np.asarray(_warp_nearest(m_lab.array[None], pred["disp"]))[0]
+        warped_labels = np.asarray(warp_labels_nearest(m_lab.array[None], pred["disp"]))[0]
         _save(os.path.join(out, "warped_labels.nii.gz"), fixed, warped_labels.astype(np.int32))
         summary["files"].append("warped_labels.nii.gz")
         if f_lab is not None:

@@ -45,10 +45,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .config import ConfigError, apply_overrides, load_config, parse_flags
+from .config import ConfigError, apply_overrides, load_config
 
 __all__ = [
+    "CONFIG_DIR",
     "STUDY_DIR",
+    "default_out",
     "list_studies",
     "load_study",
     "paired_gaps",
@@ -56,19 +58,19 @@ __all__ = [
     "study_table",
 ]
 
-#: Folder of the study files (``configs/studies``) next to the package.
-STUDY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+#: The ``configs/`` folder next to the package (row configs are relative to it).
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+#: The study files, ``configs/studies/NAME.py``.
+STUDY_DIR = os.path.join(CONFIG_DIR, "studies")
 
 
-def _studies_dir() -> str:
-    return os.path.join(STUDY_DIR, "studies")
+def _study_names() -> list[str]:
+    return sorted(f[:-3] for f in os.listdir(STUDY_DIR) if f.endswith(".py") and f[0] != "_")
 
 
 def list_studies() -> dict[str, dict]:
     """``{name: study}`` of every ``configs/studies/*.py`` (default variant)."""
-    folder = _studies_dir()
-    names = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f[0] != "_")
-    return {n: load_study(n) for n in names}
+    return {n: load_study(n) for n in _study_names()}
 
 
 def _module(path: str):
@@ -78,21 +80,28 @@ def _module(path: str):
     return module
 
 
-def load_study(spec: str) -> dict:
-    """The study ``NAME[:variants]`` (or a path ``PATH.py[:variants]``), validated.
+def load_study(spec: str, *, quick: bool = False) -> dict:
+    """The study ``NAME[:variants]`` (or a path ``PATH.py[:variants]``), validated; ``quick``
+    adds the ``quick`` variant. The result's ``"variants"`` lists the variants used.
 
     Raises:
       ConfigError: unknown study (naming the known ones), bad variants, or a malformed study
         (rows without a config, gaps naming unknown rows, ...).
     """
     name, _, arg = str(spec).partition(":")
-    path = name if name.endswith(".py") else os.path.join(_studies_dir(), f"{name}.py")
+    path = name if name.endswith(".py") else os.path.join(STUDY_DIR, f"{name}.py")
     if not os.path.isfile(path):
-        known = sorted(f[:-3] for f in os.listdir(_studies_dir()) if f.endswith(".py"))
-        raise ConfigError(f"unknown study {name!r}; known studies: {known}")
-    study = _module(path).get_study(arg or None)
+        raise ConfigError(f"unknown study {name!r}; known studies: {_study_names()}")
+    variants = [v for v in (arg or "").split(",") if v] + (["quick"] if quick else [])
+    study = _module(path).get_study(",".join(variants) or None)
     _validate(study, path)
-    return study
+    return {**study, "variants": variants}
+
+
+def default_out(study: Mapping) -> str:
+    """``jrs_reproduce/NAME[-variants]``: one folder per study variant (their data and tables
+    differ)."""
+    return os.path.join("jrs_reproduce", "-".join([study["name"], *study.get("variants", [])]))
 
 
 def _validate(study: Mapping, path: str) -> None:
@@ -124,7 +133,7 @@ def row_config(row: Mapping, *, dataset: str, seed: int) -> dict:
     cfg = (
         copy.deepcopy(src)
         if isinstance(src, Mapping)
-        else load_config(os.path.join(STUDY_DIR, src))
+        else load_config(os.path.join(CONFIG_DIR, src))
     )
     sets = {"data.dataset": dataset, "seed": seed, **row.get("set", {})}
     return apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
@@ -395,8 +404,3 @@ def figure(study: Mapping, records, path: str) -> None:
                 ax.set_ylim(max(0.0, float(np.nanmin(vals)) - 0.05), 1.0)
         ax.legend(fontsize=7)
     save_figure(fig, path)
-
-
-def parse_variants(arg: str | None, known) -> set[str]:
-    """The study's variant flags (``ConfigError`` for unknown ones)."""
-    return parse_flags(arg, known)

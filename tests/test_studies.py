@@ -9,7 +9,7 @@ import os
 import pytest
 
 from jrs_jax.config import ConfigError
-from jrs_jax.studies import list_studies, load_study, paired_gaps, run_study
+from jrs_jax.studies import default_out, list_studies, load_study, paired_gaps, run_study
 
 TINY = """
 def get_study(arg=None):
@@ -121,6 +121,17 @@ def test_unknown_study_names_the_known_ones(run_cli):
         load_study("nope")
     rc, _, err = run_cli(["reproduce", "nope"])
     assert rc == 2 and err.count("\n") == 1 and "deepatlas" in err
+
+
+def test_each_variant_gets_its_own_default_folder():
+    plain, r4q = load_study("deepatlas"), load_study("deepatlas:r4", quick=True)
+    assert r4q["variants"] == ["r4", "quick"] and plain["variants"] == []
+    assert (
+        default_out(plain)
+        != default_out(r4q)
+        == os.path.join("jrs_reproduce", "deepatlas-r4-quick")
+    )
+    assert "4:1" in r4q["budget"] and "20 reg pretrain" in r4q["budget"]  # both took effect
 
 
 def test_list_names_every_study_and_its_claim(run_cli):
