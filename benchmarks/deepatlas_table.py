@@ -19,7 +19,7 @@ from jrs_jax.cli import main
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    variants = [a for a in args if not a.startswith("-") and (not args or a is args[0])]
-    rest = [a for a in args if a not in variants]
-    study = "deepatlas" + (f":{variants[0]}" if variants else "")
-    sys.exit(main(["reproduce", study, *rest]))
+    study = "deepatlas"
+    if args and not args[0].startswith("-"):  # the variants come first
+        study, args = f"deepatlas:{args[0]}", args[1:]
+    sys.exit(main(["reproduce", study, *args]))
