@@ -47,7 +47,9 @@ __all__ = [
     "combine",
     "constant",
     "cosine_ramp",
+    "gated",
     "linear_ramp",
+    "per_example",
     "piecewise",
     "ramp",
     "ref",
@@ -190,6 +192,34 @@ class ref:  # lower-case: used like a function, ``mask=ref("roi")``
     """
 
     name: str
+
+
+def per_example(flag, a, b):
+    """Per example: ``a`` where ``flag`` ``[B]`` is set, else ``b`` (``a``, ``b`` ``[B, ...]``).
+
+    Picks, e.g., the manual label where an image is labelled and the network's prediction
+    elsewhere, inside one jitted loss.
+
+    Example:
+      >>> per_example(jnp.array([True, False]), jnp.ones((2, 3)), jnp.zeros((2, 3)))[:, 0]
+      Array([1., 0.], dtype=float32)
+    """
+    flag = jnp.asarray(flag)
+    return jnp.where(flag.reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
+
+
+def gated(loss: Callable) -> Callable:
+    """``loss(a, b) * on`` per example: a term that is off (zero, and no gradient) where the
+    keyword ``on`` ``[B]`` is False; use with ``term(gated(f), "x", "y", on=ref("flag"))``.
+
+    ``jnp.where`` (not a product) keeps a NaN-free zero gradient where the term is off.
+    """
+
+    def gated_loss(a, b, *, on):
+        return jnp.where(on, loss(a, b), 0.0)
+
+    gated_loss.__name__ = f"gated_{getattr(loss, '__name__', 'loss')}"
+    return gated_loss
 
 
 def _signature_names(fn) -> tuple[frozenset[str] | None, tuple[str, ...]]:

@@ -44,13 +44,22 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..data import sampling
 from ..data.datasets import Dataset
 from ..data.sampling import batch_rng, pair_batch
-from ..losses import combine, dice_ce, ref, regulariser, similarity, soft_dice, term
+from ..losses import (
+    combine,
+    dice_ce,
+    gated,
+    per_example,
+    ref,
+    regulariser,
+    similarity,
+    soft_dice,
+    term,
+)
 from ..nets import RegistrationNet, SegmentationNet
 from ..spatial import warp, warp_labels
 from ..train import Alternating, NetState, make_alternating_step, make_optimizer, make_update
@@ -180,10 +189,10 @@ class DeepAtlas(Method):
         # L_S = λ_a L_a (one side manual, the other predicted) + λ_sp L_sp (a labelled side)
         self.seg_objective = combine(
             anatomy_seg=term(
-                _gated(soft_dice), "anat_warped", "anat_target", weight=lambda_a, on=ref("anat_on")
+                gated(soft_dice), "anat_warped", "anat_target", weight=lambda_a, on=ref("anat_on")
             ),
             supervised=term(
-                _gated(l_sp),
+                gated(l_sp),
                 "sup_logits",
                 "sup_labels",
                 weight=float(loss["supervised_weight"]),
@@ -283,12 +292,12 @@ class DeepAtlas(Method):
         """``L_R`` with ``Ŝ`` = the manual one-hot map where labelled, else the frozen
         ``F_S`` softmax (it is frozen in this step: its predictions are constants)."""
         inputs = self._reg_inputs(v, batch)
-        s_m = _pick(
+        s_m = per_example(
             batch["moving_has_label"],
             self._onehot(batch["moving_labels"]),
             jax.nn.softmax(self._logits(v, batch["moving"])),
         )
-        s_f = _pick(
+        s_f = per_example(
             batch["fixed_has_label"],
             self._onehot(batch["fixed_labels"]),
             jax.nn.softmax(self._logits(v, batch["fixed"])),
@@ -312,11 +321,11 @@ class DeepAtlas(Method):
         p_m, p_f = jax.nn.softmax(logits_m), jax.nn.softmax(logits_f)
         only_m = m_lab & ~f_lab
         return self.seg_objective(
-            anat_warped=self._warp_soft(_pick(only_m, s_m, p_m), disp),
-            anat_target=_pick(only_m, p_f, s_f),
+            anat_warped=self._warp_soft(per_example(only_m, s_m, p_m), disp),
+            anat_target=per_example(only_m, p_f, s_f),
             anat_on=m_lab != f_lab,
-            sup_logits=_pick(m_lab, logits_m, logits_f),
-            sup_labels=_pick(m_lab, batch["moving_labels"], batch["fixed_labels"]),
+            sup_logits=per_example(m_lab, logits_m, logits_f),
+            sup_labels=per_example(m_lab, batch["moving_labels"], batch["fixed_labels"]),
             sup_on=m_lab | f_lab,
         )
 
@@ -328,22 +337,6 @@ class DeepAtlas(Method):
         return self._joint_step(state, batch, key, step - self.reg_pretrain - self.seg_pretrain)
 
 
-def _pick(flag: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
-    """Per example: ``a`` where ``flag`` ``[B]`` is set, else ``b``."""
-    return jnp.where(flag.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
-
-
 def _softmax_dice(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Soft Dice of ``softmax(logits)`` against integer ``labels`` (``[B]``)."""
     return soft_dice(jax.nn.softmax(logits), jax.nn.one_hot(labels, logits.shape[-1]))
-
-
-def _gated(loss):
-    """``loss(a, b) · on`` per example: a term that is off (zero, no gradient) where ``on``
-    ``[B]`` is False."""
-
-    def gated(a, b, *, on):
-        return jnp.where(on, loss(a, b), 0.0)
-
-    gated.__name__ = f"gated_{getattr(loss, '__name__', 'loss')}"
-    return gated
