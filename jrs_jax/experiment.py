@@ -316,6 +316,8 @@ def load_run(path: str | os.PathLike, *, step: int | str = "best") -> tuple[Meth
 
     Raises:
       FileNotFoundError: no ``config.json`` / no checkpoint (naming the path).
+      ValueError: the checkpoints were saved by another method than ``config.json`` names,
+        or their networks do not match the config's.
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.basename(path) == "checkpoints":
@@ -325,11 +327,18 @@ def load_run(path: str | os.PathLike, *, step: int | str = "best") -> tuple[Meth
         raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
     with open(cfg_path) as f:
         cfg = json.load(f)
-    method = build_method(cfg)
-    template = method.init(jax.random.key(0))
     ckpt_dir = os.path.join(path, "checkpoints")
     if not os.path.isdir(ckpt_dir):
         raise FileNotFoundError(f"{path}: no checkpoints/ folder")
+    with Checkpointer(ckpt_dir) as ckpt:
+        saved = (ckpt.metadata("latest").get("extra") or {}).get("method")
+    if saved is not None and saved != cfg.get("method"):
+        raise ValueError(
+            f"{path}: its checkpoints hold a {saved!r} model but config.json names method "
+            f"{cfg.get('method')!r}"
+        )
+    method = build_method(cfg)
+    template = method.init(jax.random.key(0))
     with Checkpointer(ckpt_dir, best_metric=method.best_metric) as ckpt:
         if step == "best" and ckpt.best_step() is None:
             step = "latest"

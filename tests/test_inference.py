@@ -86,3 +86,22 @@ def test_every_declared_key_has_a_command_line_option():
     for cls in METHODS.values():
         for keys in cls.tasks.values():
             assert set(keys) <= set(FILE_OPTIONS), cls.name
+
+
+def test_a_checkpoint_of_another_method_is_one_line(run, tmp_path, run_cli):
+    import shutil
+
+    workdir, files = run
+    fake = tmp_path / "fake"
+    shutil.copytree(workdir, fake)
+    cfg = load_config(os.path.join(ROOT, "configs", "deepatlas.py:smoke"))
+    saved = json.loads((fake / "config.json").read_text())
+    save_config({**cfg, "data": saved["data"]}, str(fake / "config.json"))
+    argv = ["register", "--checkpoint", fake, "--fixed", files["fixed"]]
+    rc, _, err = run_cli([*argv, "--moving", files["moving"], "--out", tmp_path / "out"])
+    assert rc == 2
+    assert err == (
+        f"jrs-jax: error: {fake}: its checkpoints hold a 'vxm_needs_labels' model but "
+        "config.json names method 'deepatlas'\n"
+    )
+    assert not (tmp_path / "out").exists()

@@ -275,6 +275,17 @@ class Checkpointer:
         )
         return restored[_META] or {}
 
+    def metadata(self, step: int | str | None = None) -> dict:
+        """The JSON item saved with a checkpoint, ``{"extra": ..., "metrics": ...}``, read
+        without restoring the state (e.g. to check which method a run holds before building a
+        template). ``step`` as in :meth:`restore`."""
+        self.wait_until_finished()
+        step = self._resolve_step(step)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
+        )
+        return dict(restored[_META] or {})
+
     def restore(self, template_state: Any, *, step: int | str | None = None) -> tuple:
         """Restore into the structure of ``template_state``.
 
