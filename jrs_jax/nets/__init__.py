@@ -27,8 +27,10 @@ Example::
 Networks: :class:`UNet`, :class:`RegistrationNet` (VoxelMorph, Balakrishnan et al. 2019),
 :class:`ProbabilisticRegistrationNet` (Dalca et al. 2019), :class:`AffineRegistrationNet`,
 :class:`SegmentationNet`, :class:`PatchDiscriminator` (PatchGAN, Isola et al. 2017),
+:class:`PixelDiscriminator` (full-resolution per-voxel logits, DeepRS He et al. 2020),
 :class:`ImageGenerator` (U-Net image-to-image generator for modality synthesis, pix2pix /
-CycleGAN style), :class:`SharedEncoderMultiDecoder` (one encoder, one U-Net decoder per task).
+CycleGAN style), :class:`SharedEncoderMultiDecoder` (one encoder, one U-Net decoder per task),
+:class:`CrossStitchNet` (two U-Net paths stitched after every level, Beljaards et al. 2020).
 
 Multi-task and recurrent blocks: :class:`CrossStitch` (Misra et al. 2016), :class:`CoAttention`
 (gated exchange between two streams), :class:`Decoder` (U-Net decoder on a skip list),
@@ -45,9 +47,16 @@ from .blocks import (
     leaky_relu,
     norm_layer,
 )
-from .discriminator import PatchDiscriminator
+from .discriminator import PatchDiscriminator, PixelDiscriminator
 from .generator import OUTPUT_ACTIVATIONS, ImageGenerator
-from .multitask import CoAttention, CrossStitch, Decoder, SharedEncoderMultiDecoder
+from .multitask import (
+    STITCH_MODES,
+    CoAttention,
+    CrossStitch,
+    CrossStitchNet,
+    Decoder,
+    SharedEncoderMultiDecoder,
+)
 from .recurrent import ConvGRU, ConvGRUCell
 from .registration import (
     OUTPUT_KINDS,
@@ -64,6 +73,7 @@ __all__ = [
     "NORM_KINDS",
     "OUTPUT_ACTIVATIONS",
     "OUTPUT_KINDS",
+    "STITCH_MODES",
     "UPSAMPLE_MODES",
     "AffineHead",
     "AffineRegistrationNet",
@@ -72,11 +82,13 @@ __all__ = [
     "ConvGRU",
     "ConvGRUCell",
     "CrossStitch",
+    "CrossStitchNet",
     "Decoder",
     "Down",
     "Encoder",
     "ImageGenerator",
     "PatchDiscriminator",
+    "PixelDiscriminator",
     "ProbabilisticRegistrationNet",
     "RegistrationNet",
     "SegmentationNet",

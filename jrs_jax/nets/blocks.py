@@ -6,6 +6,15 @@ Every block is dimension-agnostic: the spatial rank ``D`` is read from the input
 ``"none"``, ``"group"`` or ``"instance"``. ``dtype`` is the compute dtype (e.g.
 ``jnp.bfloat16``); parameters are always stored in ``param_dtype`` (float32 by default).
 
+Dropout: :class:`ConvBlock` (and :class:`Down`, and every U-Net through the
+``dropout_rate`` field of :class:`~jrs_jax.nets.unet.EncoderConfig`) drops activations after
+each conv -> norm -> LeakyReLU with ``nn.Dropout(dropout_rate)``. It is active only when the
+call is given a ``"dropout"`` rng stream, ``net.apply(params, x, rngs={"dropout": key})``
+(deterministic: ``not self.has_rng("dropout")``); without one the network is deterministic,
+so inference, evaluation and ``init`` need no flag. Dropout has no parameters, and with
+``dropout_rate=0`` (the default) no dropout layer is built: parameter trees and outputs are
+exactly those of a network without the field.
+
 Convolutions go through :class:`Conv`, a drop-in for ``nn.Conv`` (same parameter names and
 shapes) whose ``conv_impl`` picks how a 3-D convolution is computed: XLA's CPU backend runs
 3-D convolutions (and above all the backward pass of strided ones) far slower than 2-D ones,
@@ -67,14 +76,16 @@ def spatial_rank(x: jnp.ndarray, *, name: str = "input") -> int:
 
 def block_settings(module: nn.Module) -> tuple[type, dict]:
     """``(ConvBlock class, shared keywords)`` of a network with the usual fields (``remat``,
-    ``norm``, ``conv_impl``, ``dtype``, ``param_dtype``): the class is ``nn.remat(ConvBlock)``
-    when ``module.remat``."""
+    ``norm``, ``conv_impl``, ``dtype``, ``param_dtype``, and ``dropout_rate`` where the module
+    has that field; a module without it builds blocks without dropout): the class is
+    ``nn.remat(ConvBlock)`` when ``module.remat``."""
     block_cls = nn.remat(ConvBlock) if module.remat else ConvBlock
     common = dict(
         norm=module.norm,
         conv_impl=module.conv_impl,
         dtype=module.dtype,
         param_dtype=module.param_dtype,
+        dropout_rate=getattr(module, "dropout_rate", 0.0),
     )
     return block_cls, common
 
@@ -251,10 +262,12 @@ def norm_layer(
 
 
 class ConvBlock(nn.Module, kw_only=True):
-    """``num_convs`` x (conv ``3^D`` -> norm -> LeakyReLU(0.2)).
+    """``num_convs`` x (conv ``3^D`` -> norm -> LeakyReLU(0.2) [-> dropout]).
 
     Convolutions are :class:`Conv` (parameters as ``nn.Conv``), ``conv_impl`` chooses the 3-D
-    algorithm (``"auto"``: depth slices on CPU, native elsewhere).
+    algorithm (``"auto"``: depth slices on CPU, native elsewhere). ``dropout_rate > 0`` adds
+    ``nn.Dropout(dropout_rate)`` after each activation, active only when the call has a
+    ``"dropout"`` rng (see the module docstring); ``0`` (default) builds no dropout layer.
 
     Shapes: ``[B, *S, C] -> [B, *S, features]`` (``strides=2`` halves ``S``, rounding up).
 
@@ -273,12 +286,15 @@ class ConvBlock(nn.Module, kw_only=True):
     conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         spatial_rank(x)
         if self.num_convs < 1:
             raise ValueError(f"num_convs must be >= 1, got {self.num_convs}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         for i in range(self.num_convs):
             x = Conv(
                 features=self.features,
@@ -299,6 +315,9 @@ class ConvBlock(nn.Module, kw_only=True):
             if norm is not None:
                 x = norm(x)
             x = leaky_relu(x)
+            if self.dropout_rate > 0:
+                deterministic = not self.has_rng("dropout")
+                x = nn.Dropout(self.dropout_rate, name=f"dropout{i}")(x, deterministic)
         return x
 
 
@@ -321,6 +340,7 @@ class Down(nn.Module, kw_only=True):
     conv_impl: str = "auto"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -335,6 +355,7 @@ class Down(nn.Module, kw_only=True):
             conv_impl=self.conv_impl,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            dropout_rate=self.dropout_rate,
             name="conv",
         )(x)
 

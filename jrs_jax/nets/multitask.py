@@ -17,9 +17,17 @@ import jax.numpy as jnp
 
 from ._config import concat_inputs
 from .blocks import UPSAMPLE_MODES, Conv, Up, block_settings, spatial_rank
-from .unet import UNetConfig
+from .registration import _flow_conv
+from .unet import UNetConfig, check_divisible
 
-__all__ = ["CoAttention", "CrossStitch", "Decoder", "SharedEncoderMultiDecoder"]
+__all__ = [
+    "STITCH_MODES",
+    "CoAttention",
+    "CrossStitch",
+    "CrossStitchNet",
+    "Decoder",
+    "SharedEncoderMultiDecoder",
+]
 
 Dtype = Any
 
@@ -52,6 +60,8 @@ class CrossStitch(nn.Module, kw_only=True):
     ``[n, n, C]`` (parameter ``"alpha"``) initialised to ``self_weight`` on the diagonal and
     ``(1 - self_weight) / (n - 1)`` off it, so each row sums to 1 at initialisation
     (``self_weight=1`` is the identity: no sharing). The paper's 0.9 / 0.1 is the default.
+    ``per_channel=False`` learns one ``alpha`` per pair of maps, shape ``[n, n, 1]``
+    (broadcast over the channels).
 
     Shapes: ``n >= 2`` maps, each ``[B, *S, C]`` (all the same shape) -> a tuple of ``n``
     maps ``[B, *S, C]`` in ``dtype``.
@@ -72,6 +82,7 @@ class CrossStitch(nn.Module, kw_only=True):
     """
 
     self_weight: float = 0.9
+    per_channel: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -82,9 +93,11 @@ class CrossStitch(nn.Module, kw_only=True):
             raise ValueError(f"CrossStitch needs at least 2 feature maps, got {n}")
         _check_same_shape(maps, [f"maps[{i}]" for i in range(n)], "CrossStitch")
         channels = maps[0].shape[-1]
+        width = channels if self.per_channel else 1
         alpha = self.param(
-            "alpha", _cross_stitch_init(n, self.self_weight), (n, n, channels), self.param_dtype
+            "alpha", _cross_stitch_init(n, self.self_weight), (n, n, width), self.param_dtype
         )
+        alpha = jnp.broadcast_to(alpha, (n, n, channels))
         x = jnp.stack([m.astype(self.dtype) for m in maps], axis=0)
         out = jnp.einsum("ijc,j...c->i...c", alpha.astype(self.dtype), x)
         return tuple(out[i] for i in range(n))
@@ -373,3 +386,132 @@ class SharedEncoderMultiDecoder(UNetConfig, kw_only=True):
                 name=f"head_{name}",
             )(feats[name].astype(jnp.float32))
         return out
+
+
+#: Cross-stitch sharing of :class:`CrossStitchNet`: one ``alpha`` per level and channel, one
+#: per level, or none (two independent paths).
+STITCH_MODES = ("channel", "level", "none")
+
+
+class CrossStitchNet(UNetConfig, kw_only=True):
+    """Two full U-Net paths, segmentation and registration, stitched after every level.
+
+    Each path is an :class:`~jrs_jax.nets.Encoder` + :class:`Decoder` (the same widths for
+    both, from ``features`` / ``decoder_features`` as in :class:`UNet`). After every encoder
+    level ``i`` and every decoder stage ``j`` (levels, then full-resolution final convs) the
+    two feature maps are mixed by a :class:`CrossStitch` unit, ``[x_S; x_R] <- alpha [x_S;
+    x_R]``, and the mixed maps go on (the stitched encoder outputs are also the skips):
+    ``stitch="channel"`` learns ``alpha`` per level and channel (``[2, 2, C]``, the paper's
+    notation), ``"level"`` one ``[2, 2]`` per level, ``"none"`` has no units (two independent
+    networks: a :class:`~jrs_jax.nets.SegmentationNet` and a
+    :class:`~jrs_jax.nets.RegistrationNet` side by side). ``alpha`` starts at
+    ``stitch_self_weight`` on the diagonal, ``1 - stitch_self_weight`` off it (0.9 / 0.1).
+    Heads, in float32: segmentation conv ``1^D`` -> ``num_classes`` logits
+    (as :class:`~jrs_jax.nets.SegmentationNet`); registration conv ``3^D`` -> ``D``
+    displacement, kernel ``N(0, head_init_std^2)``, zero bias (as
+    :class:`~jrs_jax.nets.RegistrationNet`).
+
+    Parameters: ``seg_encoder``, ``reg_encoder``, ``seg_decoder``, ``reg_decoder``,
+    ``stitch_enc{i}``, ``stitch_dec{j}`` (``alpha``: ``[2, 2, C]``, or ``[2, 2, 1]`` for
+    ``"level"``), ``seg_head``, ``flow``.
+
+    Shapes: ``seg_input [B, *S, C_s]``, ``reg_input [B, *S, C_r]`` (the input of each path;
+    the same array for both in the paper) -> ``{"seg": [B, *S, num_classes], "disp":
+    [B, *S, D]}`` (float32 logits and field); ``S`` divisible by ``2^(len(features) - 1)``.
+
+    Example:
+      >>> net = CrossStitchNet(num_classes=3, features=(4, 8), decoder_features=(8, 4))
+      >>> x = jnp.zeros((1, 16, 16, 5))  # e.g. [I_m, I_f, one-hot S_m (3)]
+      >>> params = net.init(jax.random.key(0), x, x)
+      >>> out = net.apply(params, x, x)
+      >>> out["seg"].shape, out["disp"].shape
+      ((1, 16, 16, 3), (1, 16, 16, 2))
+      >>> params["params"]["stitch_enc1"]["alpha"][:, :, 0].tolist()
+      [[0.8999999761581421, 0.10000000149011612], [0.10000000149011612, 0.8999999761581421]]
+
+    Reference: Beljaards, Elmahdy, Verbeek, Staring, "A Cross-Stitch Architecture for Joint
+    Registration and Segmentation in Adaptive Radiotherapy", MIDL 2020; cross-stitch units
+    from Misra et al., CVPR 2016.
+    """
+
+    num_classes: int
+    stitch: str = "channel"
+    stitch_self_weight: float = 0.9
+    head_init_std: float = 1e-5
+
+    @nn.compact
+    def __call__(self, seg_input: jnp.ndarray, reg_input: jnp.ndarray) -> dict[str, jnp.ndarray]:
+        if self.stitch not in STITCH_MODES:
+            raise ValueError(f"stitch={self.stitch!r} is not one of {STITCH_MODES}")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample={self.upsample!r} is not one of {UPSAMPLE_MODES}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (softmax labels), got {self.num_classes}")
+        x_s, ndim = concat_inputs(seg_input, names=("seg_input",))
+        x_r, _ = concat_inputs(reg_input, names=("reg_input",))
+        if x_s.shape[:-1] != x_r.shape[:-1]:
+            raise ValueError(
+                "seg_input and reg_input need the same batch and spatial shape: got "
+                f"{tuple(x_s.shape)} vs {tuple(x_r.shape)}"
+            )
+        levels = len(self.features)
+        check_divisible(x_s, levels, what="CrossStitchNet")
+        dec = (
+            tuple(self.features[-2::-1])
+            if self.decoder_features is None
+            else tuple(self.decoder_features)
+        )
+        if len(dec) < levels - 1:
+            raise ValueError(
+                f"decoder_features needs at least {levels - 1} entries for {levels} encoder "
+                f"levels; got {dec}"
+            )
+
+        def decoder(name):
+            return Decoder(
+                features=dec[: levels - 1],
+                final_features=dec[levels - 1 :],
+                convs_per_level=self.convs_per_level,
+                norm=self.norm,
+                upsample=self.upsample,
+                conv_impl=self.conv_impl,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                remat=self.remat,
+                name=name,
+            )
+
+        def mix(name, a, b):
+            if self.stitch == "none":
+                return a, b
+            return CrossStitch(
+                self_weight=self.stitch_self_weight,
+                per_channel=self.stitch == "channel",
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=name,
+            )(a, b)
+
+        enc_s, enc_r = self.make_encoder("seg_encoder"), self.make_encoder("reg_encoder")
+        skips_s, skips_r = [], []
+        for i in range(levels):
+            x_s, x_r = mix(f"stitch_enc{i}", enc_s.stage(i, x_s), enc_r.stage(i, x_r))
+            skips_s.append(x_s)
+            skips_r.append(x_r)
+        dec_s, dec_r = decoder("seg_decoder"), decoder("reg_decoder")
+        y_s, y_r = skips_s[-1], skips_r[-1]
+        for j in range(len(dec)):
+            y_s, y_r = mix(
+                f"stitch_dec{j}", dec_s.stage(j, y_s, skips_s), dec_r.stage(j, y_r, skips_r)
+            )
+        seg = nn.Conv(
+            self.num_classes,
+            kernel_size=(1,) * ndim,
+            dtype=jnp.float32,
+            param_dtype=jnp.float32,
+            name="seg_head",
+        )(y_s.astype(jnp.float32))
+        disp = _flow_conv(ndim, self.head_init_std, False, "flow", conv_impl=self.conv_impl)(
+            y_r.astype(jnp.float32)
+        )
+        return {"seg": seg, "disp": disp}

@@ -19,6 +19,10 @@ class SegmentationNet(UNetConfig, kw_only=True):
     ``multilabel=True``: ``num_classes`` independent labels (sigmoid per channel, e.g.
     ``optax.sigmoid_binary_cross_entropy``). The network always returns raw logits.
 
+    ``dropout_rate`` (default 0: none) drops U-Net activations only in calls given a
+    ``"dropout"`` rng, ``net.apply(params, x, rngs={"dropout": key})`` (a mean-teacher
+    student); calls without one are deterministic (see :mod:`jrs_jax.nets.blocks`).
+
     Shapes: ``[B, *S, C] -> [B, *S, K]`` with ``K = num_classes``; ``S`` divisible by
     ``2^(len(features) - 1)``.
 

@@ -39,6 +39,7 @@ class EncoderConfig(nn.Module, kw_only=True):
     param_dtype: Dtype = jnp.float32
     remat: bool = False
     conv_impl: str = "auto"
+    dropout_rate: float = 0.0
 
     def make_encoder(self, name: str = "encoder") -> Encoder:
         return Encoder(
@@ -50,6 +51,7 @@ class EncoderConfig(nn.Module, kw_only=True):
             param_dtype=self.param_dtype,
             remat=self.remat,
             conv_impl=self.conv_impl,
+            dropout_rate=self.dropout_rate,
             name=name,
         )
 
@@ -74,12 +76,17 @@ class UNetConfig(EncoderConfig, kw_only=True):
             param_dtype=self.param_dtype,
             remat=self.remat,
             conv_impl=self.conv_impl,
+            dropout_rate=self.dropout_rate,
             name=name,
         )
 
 
 class Encoder(EncoderConfig, kw_only=True):
     """U-Net encoder: level 0 at full resolution, then (Down -> ConvBlock) per level.
+
+    :meth:`stage` runs one level (``down{i}`` for ``i > 0``, then ``enc{i}``), so two
+    encoders can be stepped in lockstep and their features exchanged between levels (see
+    :class:`~jrs_jax.nets.CrossStitchNet`); ``__call__`` runs all levels.
 
     Shapes: ``[B, *S, C] ->`` a list of ``len(features)`` maps, level ``i`` being
     ``[B, *S / 2^i, features[i]]``. ``S`` must be divisible by ``2^(len(features) - 1)``.
@@ -92,21 +99,35 @@ class Encoder(EncoderConfig, kw_only=True):
       [(1, 16, 16, 4), (1, 8, 8, 8)]
     """
 
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> list[jnp.ndarray]:
-        spatial_rank(x)
+    def setup(self):
         if len(self.features) < 1:
             raise ValueError("features must contain at least one entry")
         if self.downsample not in DOWNSAMPLE_MODES:
             raise ValueError(f"downsample={self.downsample!r} is not one of {DOWNSAMPLE_MODES}")
-        check_divisible(x, len(self.features), what=type(self).__name__)
         down_cls = nn.remat(Down) if self.remat else Down
         block_cls, common = block_settings(self)
-        outs = []
+        # setattr in setup registers the submodules under their names (down{i}, enc{i})
         for i, f in enumerate(self.features):
             if i > 0:
-                x = down_cls(features=f, mode=self.downsample, name=f"down{i}", **common)(x)
-            x = block_cls(features=f, num_convs=self.convs_per_level, name=f"enc{i}", **common)(x)
+                setattr(self, f"down{i}", down_cls(features=f, mode=self.downsample, **common))
+            block = block_cls(features=f, num_convs=self.convs_per_level, **common)
+            setattr(self, f"enc{i}", block)
+
+    def stage(self, i: int, x: jnp.ndarray) -> jnp.ndarray:
+        """Level ``i``: ``[B, *S / 2^(i-1), *]`` (the input image for ``i = 0``, else level
+        ``i - 1``'s output) -> ``[B, *S / 2^i, features[i]]``."""
+        if not 0 <= i < len(self.features):
+            raise ValueError(f"stage index {i} out of range for {len(self.features)} levels")
+        if i > 0:
+            x = getattr(self, f"down{i}")(x)
+        return getattr(self, f"enc{i}")(x)
+
+    def __call__(self, x: jnp.ndarray) -> list[jnp.ndarray]:
+        spatial_rank(x)
+        check_divisible(x, len(self.features), what=type(self).__name__)
+        outs = []
+        for i in range(len(self.features)):
+            x = self.stage(i, x)
             outs.append(x)
         return outs
 
@@ -122,7 +143,9 @@ class UNet(UNetConfig, kw_only=True):
     conv (``"auto"``: depth slices on CPU, native elsewhere; see :class:`blocks.Conv`; the
     parameters do not depend on it). Entries of ``decoder_features`` beyond ``len(features) - 1``
     add full-resolution conv blocks (VoxelMorph's "final convs"). Default decoder:
-    ``features[-2::-1]``.
+    ``features[-2::-1]``. ``dropout_rate > 0`` adds dropout after every conv block's
+    activation, active only when ``apply`` gets a ``"dropout"`` rng (see
+    :mod:`jrs_jax.nets.blocks`); the default 0 builds none (parameters and outputs unchanged).
 
     Shapes: ``[B, *S, C] -> [B, *S, F_last]`` with ``F_last = decoder_features[-1]``
     (``features[0]`` by default); ``S`` must be divisible by ``2^(len(features) - 1)``,
