@@ -25,12 +25,14 @@ from .nifti import (
     uncrop,
 )
 from .sampling import (
+    PAIR_CASES,
     all_pairs,
     all_within_subject_pairs,
     as_rng,
     atlas_pairs,
     batch_rng,
     draw_distinct,
+    labelled_case_pairs,
     pair_batch,
     sample_pairs,
     sequence_batch,
@@ -41,6 +43,7 @@ from .sampling import (
 from .synthetic import make_subjects, make_template, write_learn2reg_dataset
 
 __all__ = [
+    "PAIR_CASES",
     "CropPadInfo",
     "DataError",
     "Dataset",
@@ -55,6 +58,7 @@ __all__ = [
     "check_pair",
     "crop_or_pad",
     "draw_distinct",
+    "labelled_case_pairs",
     "load_ants_warp",
     "load_folder",
     "load_image",

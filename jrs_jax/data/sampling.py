@@ -26,12 +26,14 @@ if TYPE_CHECKING:
     from .datasets import Dataset
 
 __all__ = [
+    "PAIR_CASES",
     "all_pairs",
     "all_within_subject_pairs",
     "as_rng",
     "atlas_pairs",
     "batch_rng",
     "draw_distinct",
+    "labelled_case_pairs",
     "pair_batch",
     "sample_pairs",
     "sequence_batch",
@@ -324,3 +326,73 @@ def subject_batch(dataset: Dataset, indices: np.ndarray, *, channels=None) -> di
     if "masks" in s:
         out.update(mask=s["masks"], has_mask=s["has_mask"])
     return out
+
+
+#: Names of the pair cases returned by :func:`labelled_case_pairs` (case id = index).
+PAIR_CASES = ("both_labelled", "fixed_labelled", "moving_labelled", "none_labelled")
+
+
+def labelled_case_pairs(
+    rng,
+    labelled: Sequence[int],
+    unlabelled: Sequence[int],
+    batch_size: int,
+    *,
+    mix: Sequence[float] = (0.25, 0.25, 0.25, 0.25),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``(fixed, moving)`` pairs from the four labelled / unlabelled cases (DeepAtlas's
+    pair cases; DeepRS draws its labelled-moving pairs with it too).
+
+    Case ids (see :data:`PAIR_CASES`): 0 both labelled, 1 fixed labelled only, 2 moving
+    labelled only, 3 neither labelled. Each row first draws its case with probabilities
+    ``mix``, then its fixed / moving indices uniformly from the matching pools (distinct
+    indices when both come from the same pool).
+
+    Empty cases: a case whose pools cannot give a pair (case 0 needs >= 2 labelled, case 3
+    >= 2 unlabelled, cases 1 and 2 need >= 1 of each) is dropped and ``mix`` is
+    renormalised over the remaining cases (e.g. no unlabelled subjects -> every pair is case
+    0). Cases with ``mix`` 0 are never drawn.
+
+    Returns:
+      ``(pairs, cases)``: ``int64 [B, 2]`` (column 0 fixed, column 1 moving) and ``int64
+      [B]`` case ids.
+
+    Raises:
+      ValueError: bad ``mix`` (not 4 non-negative values), overlapping pools, or no case
+        possible with positive weight.
+    """
+    lab, unl = (
+        unique_indices(labelled, "labelled"),
+        unique_indices(unlabelled, "unlabelled"),
+    )
+    if np.intersect1d(lab, unl).size:
+        raise ValueError(f"labelled and unlabelled overlap: {np.intersect1d(lab, unl).tolist()}")
+    w = np.asarray(mix, np.float64).reshape(-1)
+    if w.shape != (4,) or np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise ValueError(f"mix must be 4 non-negative weights; got {tuple(mix)}")
+    cross = len(lab) >= 1 and len(unl) >= 1
+    possible = np.array([len(lab) >= 2, cross, cross, len(unl) >= 2])
+    w = np.where(possible, w, 0.0)
+    if w.sum() <= 0:
+        raise ValueError(
+            f"no DeepAtlas case can be drawn with mix={tuple(mix)} from {len(lab)} labelled "
+            f"and {len(unl)} unlabelled subjects"
+        )
+    g = as_rng(rng)
+    b = int(batch_size)
+    cases = g.choice(4, size=b, p=w / w.sum()).astype(np.int64)
+    pairs = np.zeros((b, 2), np.int64)
+    for c in range(4):
+        sel = np.flatnonzero(cases == c)
+        k = len(sel)
+        if k == 0:
+            continue
+        if c == 0:
+            pairs[sel] = draw_distinct(g, lab, k)
+        elif c == 3:
+            pairs[sel] = draw_distinct(g, unl, k)
+        else:
+            fixed_pool, moving_pool = (lab, unl) if c == 1 else (unl, lab)
+            pairs[sel, 0] = fixed_pool[g.integers(0, len(fixed_pool), size=k)]
+            pairs[sel, 1] = moving_pool[g.integers(0, len(moving_pool), size=k)]
+    return pairs, cases

@@ -6,7 +6,7 @@ Segmentation", MICCAI 2019.
 Two networks, each with its own optimiser state: ``F_R(I_m, I_f) -> φ`` (a VoxelMorph
 U-Net, :class:`~jrs_jax.nets.RegistrationNet`) and ``F_S(I) -> S`` (a U-Net,
 :class:`~jrs_jax.nets.SegmentationNet`). Pairs are drawn from the four DeepAtlas cases
-(:func:`~jrs_jax.data.deepatlas_pairs`). Labels ``S`` are one-hot maps; ``F_S``'s
+(:func:`~jrs_jax.data.labelled_case_pairs`). Labels ``S`` are one-hot maps; ``F_S``'s
 predictions are softmax probabilities; labels are warped *softly* (linear interpolation of
 each class, border padding) so the anatomy loss is differentiable with respect to ``φ``
 and to ``F_S``. ``L_a`` is a soft Dice loss; ``L_sp`` is soft Dice + cross-entropy
@@ -40,7 +40,6 @@ Config: ``configs/deepatlas.py`` (official-code and MONAI-tutorial defaults are 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 import jax
@@ -65,10 +64,7 @@ from ..spatial import warp, warp_labels
 from ..train import Alternating, NetState, make_alternating_step, make_optimizer, make_update
 from .base import Method
 
-__all__ = ["DEEPATLAS_CASES", "DeepAtlas", "deepatlas_pairs", "update_counts"]
-
-#: Names of the DeepAtlas pair cases returned by :func:`deepatlas_pairs` (case id = index).
-DEEPATLAS_CASES = ("both_labelled", "fixed_labelled", "moving_labelled", "none_labelled")
+__all__ = ["DeepAtlas", "update_counts"]
 
 
 def update_counts(config: dict) -> dict[str, int]:
@@ -85,71 +81,6 @@ def update_counts(config: dict) -> dict[str, int]:
     joint = int(config["train"]["steps"]) - reg_pre - seg_pre
     joint_reg = (joint // (r + s)) * r + min(joint % (r + s), r)
     return {"reg": reg_pre + joint_reg, "seg": seg_pre + joint - joint_reg}
-
-
-def deepatlas_pairs(
-    rng,
-    labelled: Sequence[int],
-    unlabelled: Sequence[int],
-    batch_size: int,
-    *,
-    mix: Sequence[float] = (0.25, 0.25, 0.25, 0.25),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``(fixed, moving)`` pairs from the four DeepAtlas cases.
-
-    Case ids (see :data:`DEEPATLAS_CASES`): 0 both labelled, 1 fixed labelled only, 2 moving
-    labelled only, 3 neither labelled. Each row first draws its case with probabilities
-    ``mix``, then its fixed / moving indices uniformly from the matching pools (distinct
-    indices when both come from the same pool).
-
-    Empty cases: a case whose pools cannot give a pair (case 0 needs >= 2 labelled, case 3
-    >= 2 unlabelled, cases 1 and 2 need >= 1 of each) is dropped and ``mix`` is
-    renormalised over the remaining cases (e.g. no unlabelled subjects -> every pair is case
-    0). Cases with ``mix`` 0 are never drawn.
-
-    Returns:
-      ``(pairs, cases)``: ``int64 [B, 2]`` (column 0 fixed, column 1 moving) and ``int64
-      [B]`` case ids.
-
-    Raises:
-      ValueError: bad ``mix`` (not 4 non-negative values), overlapping pools, or no case
-        possible with positive weight.
-    """
-    lab, unl = (
-        sampling.unique_indices(labelled, "labelled"),
-        sampling.unique_indices(unlabelled, "unlabelled"),
-    )
-    if np.intersect1d(lab, unl).size:
-        raise ValueError(f"labelled and unlabelled overlap: {np.intersect1d(lab, unl).tolist()}")
-    w = np.asarray(mix, np.float64).reshape(-1)
-    if w.shape != (4,) or np.any(w < 0) or not np.all(np.isfinite(w)):
-        raise ValueError(f"mix must be 4 non-negative weights; got {tuple(mix)}")
-    cross = len(lab) >= 1 and len(unl) >= 1
-    possible = np.array([len(lab) >= 2, cross, cross, len(unl) >= 2])
-    w = np.where(possible, w, 0.0)
-    if w.sum() <= 0:
-        raise ValueError(
-            f"no DeepAtlas case can be drawn with mix={tuple(mix)} from {len(lab)} labelled "
-            f"and {len(unl)} unlabelled subjects"
-        )
-    g = sampling.as_rng(rng)
-    b = int(batch_size)
-    cases = g.choice(4, size=b, p=w / w.sum()).astype(np.int64)
-    pairs = np.zeros((b, 2), np.int64)
-    for c in range(4):
-        sel = np.flatnonzero(cases == c)
-        k = len(sel)
-        if k == 0:
-            continue
-        if c == 0:
-            pairs[sel] = sampling.draw_distinct(g, lab, k)
-        elif c == 3:
-            pairs[sel] = sampling.draw_distinct(g, unl, k)
-        else:
-            fixed_pool, moving_pool = (lab, unl) if c == 1 else (unl, lab)
-            pairs[sel, 0] = fixed_pool[g.integers(0, len(fixed_pool), size=k)]
-            pairs[sel, 1] = moving_pool[g.integers(0, len(moving_pool), size=k)]
-    return pairs, cases
 
 
 class DeepAtlas(Method):
@@ -241,13 +172,13 @@ class DeepAtlas(Method):
         }
 
     def sample_batch(self, dataset: Dataset, step: int) -> dict[str, np.ndarray]:
-        """Pairs of the DeepAtlas cases (:func:`deepatlas_pairs`); the losses read only the
-        batch's ``*_has_label`` flags."""
+        """Pairs of the DeepAtlas cases (:func:`~jrs_jax.data.labelled_case_pairs`); the
+        losses read only the batch's ``*_has_label`` flags."""
         data = self.config["data"]
         seg = self.phase(step) in ("seg", "seg_pretrain")
         mix = data["seg_mix"] if seg else data["reg_mix"]
         lab, unl = dataset.labelled(), dataset.unlabelled()
-        pairs, _ = deepatlas_pairs(
+        pairs, _ = sampling.labelled_case_pairs(
             batch_rng(self.seed, step), lab, unl, int(data["batch_size"]), mix=mix
         )
         return pair_batch(dataset, pairs)

@@ -9,7 +9,7 @@ Three networks, each with its own optimiser state: a registration net ``R(x_m, x
 discriminator ``D(x, x_f)`` (:class:`~jrs_jax.nets.PixelDiscriminator`, one logit per
 voxel; ``σ(D)`` is the alignment confidence). Pairs: the moving image ``x_m`` is a labelled
 subject (it carries ``y_m``), the fixed image ``x_f`` any other training subject, labelled
-or not (the few-shot premise; :func:`~jrs_jax.methods.deepatlas.deepatlas_pairs` with the
+or not (the few-shot premise; :func:`~jrs_jax.data.labelled_case_pairs` with the
 cases "both labelled" and "moving labelled" weighted by their pool sizes, so ``x_f`` is
 uniform over the other training subjects). ``W(·, φ)`` warps (images linearly, labels
 softly: linear interpolation of the one-hot map).
@@ -77,7 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data.datasets import Dataset
-from ..data.sampling import batch_rng, pair_batch
+from ..data.sampling import batch_rng, labelled_case_pairs, pair_batch
 from ..losses import (
     combine,
     cross_entropy,
@@ -92,7 +92,6 @@ from ..nets import PixelDiscriminator, RegistrationNet, SegmentationNet
 from ..spatial import integrate_velocity, warp, warp_labels
 from ..train import NetState, make_adversarial_step, make_optimizer, make_update
 from .base import Method
-from .deepatlas import deepatlas_pairs
 
 __all__ = [
     "DSS_FIELDS",
@@ -240,7 +239,7 @@ class DeepRS(Method):
         (module docstring)."""
         lab, unl = dataset.labelled(), dataset.unlabelled()
         mix = (max(len(lab) - 1, 0), 0.0, len(unl), 0.0)
-        pairs, _ = deepatlas_pairs(
+        pairs, _ = labelled_case_pairs(
             batch_rng(self.seed, step), lab, unl, int(self.config["data"]["batch_size"]), mix=mix
         )
         return pair_batch(dataset, pairs)

@@ -8,11 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from jrs_jax.data import DataError, save_image
+from jrs_jax.data import DataError, labelled_case_pairs, save_image
 from jrs_jax.data.datasets import Dataset, load_folder, load_learn2reg
 from jrs_jax.data.sampling import all_pairs, atlas_pairs, sample_pairs
 from jrs_jax.data.synthetic import write_learn2reg_dataset
-from jrs_jax.methods.deepatlas import deepatlas_pairs
 
 
 @pytest.fixture(scope="module")
@@ -211,10 +210,10 @@ def test_sample_pairs():
         sample_pairs(0, [1], 4)
 
 
-def test_deepatlas_pairs_cases_and_mix():
+def test_labelled_case_pairs_cases_and_mix():
     lab, unl = [0, 1, 2], [3, 4, 5, 6]
     mix = (0.4, 0.3, 0.2, 0.1)
-    pairs, cases = deepatlas_pairs(np.random.default_rng(0), lab, unl, 8000, mix=mix)
+    pairs, cases = labelled_case_pairs(np.random.default_rng(0), lab, unl, 8000, mix=mix)
     assert pairs.shape == (8000, 2) and cases.shape == (8000,)
     fl, ml = np.isin(pairs[:, 0], lab), np.isin(pairs[:, 1], lab)
     expected = np.select([fl & ml, fl & ~ml, ~fl & ml], [0, 1, 2], 3)
@@ -224,20 +223,20 @@ def test_deepatlas_pairs_cases_and_mix():
     np.testing.assert_allclose(freq, mix, atol=0.03)
 
 
-def test_deepatlas_pairs_renormalise_and_determinism():
-    _, cases = deepatlas_pairs(0, [0, 1, 2], [], 200)
+def test_labelled_case_pairs_renormalise_and_determinism():
+    _, cases = labelled_case_pairs(0, [0, 1, 2], [], 200)
     assert np.all(cases == 0)
-    _, cases = deepatlas_pairs(0, [0], [1, 2, 3], 4000)  # case 0 impossible (1 labelled)
+    _, cases = labelled_case_pairs(0, [0], [1, 2, 3], 4000)  # case 0 impossible (1 labelled)
     assert 0 not in cases
     np.testing.assert_allclose(np.bincount(cases, minlength=4)[1:] / 4000, [1 / 3] * 3, atol=0.04)
-    a = deepatlas_pairs(7, [0, 1], [2, 3], 64)
-    b = deepatlas_pairs(7, [0, 1], [2, 3], 64)
+    a = labelled_case_pairs(7, [0, 1], [2, 3], 64)
+    b = labelled_case_pairs(7, [0, 1], [2, 3], 64)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="no DeepAtlas case"):
-        deepatlas_pairs(0, [0], [], 4)
+        labelled_case_pairs(0, [0], [], 4)
     with pytest.raises(ValueError, match="overlap"):
-        deepatlas_pairs(0, [0, 1], [1, 2], 4)
+        labelled_case_pairs(0, [0, 1], [1, 2], 4)
 
 
 def test_dataset_is_frozen(l2r_3d):
