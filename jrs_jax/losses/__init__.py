@@ -40,7 +40,14 @@ from .combine import (
     term,
 )
 from .consistency import cycle_l1, inverse_consistency
-from .registry import REGULARISERS, SIMILARITIES, regulariser, similarity
+from .registry import (
+    REGULARISERS,
+    SIMILARITIES,
+    regulariser,
+    regulariser_term,
+    similarity,
+    similarity_term,
+)
 from .regularisation import (
     bending_energy,
     diffusion,
@@ -97,7 +104,9 @@ __all__ = [
     "ramp",
     "ref",
     "regulariser",
+    "regulariser_term",
     "similarity",
+    "similarity_term",
     "soft_dice",
     "soft_kl",
     "ssim",

@@ -1,17 +1,29 @@
 """Losses by name, for configs: ``similarity("local_ncc")``, ``regulariser("diffusion")``.
 
 Each entry is the plain loss function (``[B]`` per-example values, lower is better);
-keyword hyper-parameters come from the config next to the name.
+keyword hyper-parameters come from the config next to the name. :func:`similarity_term` and
+:func:`regulariser_term` build the :func:`~jrs_jax.losses.term` of a method config's ``loss``
+section (``similarity`` + ``similarity_kwargs``; ``regulariser`` + ``regulariser_kwargs`` +
+``reg_weight``), the two terms every registration objective starts from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from .combine import Term, term
 from .regularisation import bending_energy, diffusion, gradient_l1, gradient_l2, huber_smoothness
 from .similarity import l1, local_ncc, mse, mutual_information, ncc, ssim
 
-__all__ = ["REGULARISERS", "SIMILARITIES", "regulariser", "similarity"]
+__all__ = [
+    "REGULARISERS",
+    "SIMILARITIES",
+    "regulariser",
+    "regulariser_term",
+    "similarity",
+    "similarity_term",
+]
 
 #: Image dissimilarities ``f(warped, fixed, **kw) -> [B]``.
 SIMILARITIES: dict[str, Callable] = {
@@ -47,3 +59,34 @@ def similarity(name: str) -> Callable:
 def regulariser(name: str) -> Callable:
     """The regulariser called ``name`` (see :data:`REGULARISERS`)."""
     return _get(REGULARISERS, "regulariser", name)
+
+
+def similarity_term(
+    loss: Mapping[str, Any],
+    *inputs: str,
+    key: str = "similarity",
+    weight: Any = 1.0,
+) -> Term:
+    """``term(similarity(loss[key]), *inputs, weight=weight, **loss[key + "_kwargs"])``.
+
+    ``inputs`` default to ``("warped", "fixed")``; ``key="label_similarity"`` reads a second
+    similarity of the same section (e.g. between warped and fixed label maps).
+
+    Example:
+      >>> t = similarity_term({"similarity": "local_ncc", "similarity_kwargs": {"window": 5}})
+      >>> t.inputs, dict(t.hparams)
+      (('warped', 'fixed'), {'window': 5})
+    """
+    names = inputs or ("warped", "fixed")
+    return term(similarity(loss[key]), *names, weight=weight, **loss.get(f"{key}_kwargs", {}))
+
+
+def regulariser_term(loss: Mapping[str, Any], field: str = "disp") -> Term:
+    """``term(regulariser(loss["regulariser"]), field, weight=loss["reg_weight"],
+    **loss["regulariser_kwargs"])``."""
+    return term(
+        regulariser(loss["regulariser"]),
+        field,
+        weight=float(loss["reg_weight"]),
+        **loss.get("regulariser_kwargs", {}),
+    )

@@ -63,7 +63,14 @@ import numpy as np
 
 from ..data.datasets import Dataset
 from ..data.sampling import batch_rng, pair_batch, sample_pairs
-from ..losses import combine, cross_entropy, regulariser, similarity, soft_dice, term
+from ..losses import (
+    combine,
+    cross_entropy,
+    regulariser_term,
+    similarity_term,
+    soft_dice,
+    term,
+)
 from ..nets import CrossStitchNet, SharedEncoderMultiDecoder
 from ..spatial import warp, warp_labels
 from ..train import NetState, make_optimizer, make_update
@@ -119,24 +126,14 @@ class CrossStitchJRS(Method):
             )
         terms = {
             "seg_dice": term(soft_dice, "seg_probs", "fixed_onehot", weight=loss["dice_weight"]),
-            "sim": term(
-                similarity(loss["similarity"]),
-                "warped",
-                "fixed",
-                **loss.get("similarity_kwargs", {}),
-            ),
-            "smooth": term(
-                regulariser(loss["regulariser"]),
-                "disp",
-                weight=float(loss["reg_weight"]),
-                **loss.get("regulariser_kwargs", {}),
-            ),
-            "label_sim": term(
-                similarity(loss["label_similarity"]),
+            "sim": similarity_term(loss),
+            "smooth": regulariser_term(loss),
+            "label_sim": similarity_term(
+                loss,
                 "warped_seg",
                 "fixed_onehot",
+                key="label_similarity",
                 weight=float(loss["label_weight"]),
-                **loss.get("label_similarity_kwargs", {}),
             ),
         }
         if float(loss.get("seg_ce_weight", 0.0)) > 0:

@@ -54,8 +54,8 @@ from ..losses import (
     gated,
     per_example,
     ref,
-    regulariser,
-    similarity,
+    regulariser_term,
+    similarity_term,
     soft_dice,
     term,
 )
@@ -101,18 +101,8 @@ class DeepAtlas(Method):
         lambda_a = float(loss["anatomy_weight"])
         # L_R = L_i(I_m∘φ, I_f) + λ_r L_r(φ) [+ λ_a L_a(Ŝ_m∘φ, Ŝ_f)]
         self.reg_objective = combine(
-            sim=term(
-                similarity(loss["similarity"]),
-                "warped",
-                "fixed",
-                **loss.get("similarity_kwargs", {}),
-            ),
-            smooth=term(
-                regulariser(loss["regulariser"]),
-                "disp",
-                weight=float(loss["reg_weight"]),
-                **loss.get("regulariser_kwargs", {}),
-            ),
+            sim=similarity_term(loss),
+            smooth=regulariser_term(loss),
         )
         self.reg_anatomy_objective = self.reg_objective.extend(
             anatomy_reg=term(soft_dice, "warped_seg", "fixed_seg", weight=lambda_a)

@@ -84,8 +84,8 @@ from ..losses import (
     gan_discriminator_loss,
     gan_generator_loss,
     mse,
-    regulariser,
-    similarity,
+    regulariser_term,
+    similarity_term,
     term,
 )
 from ..nets import PixelDiscriminator, RegistrationNet, SegmentationNet
@@ -168,19 +168,8 @@ class DeepRS(Method):
         self.reg_objective = combine(
             adv=term(gan_generator_loss, "fake_scores", weight=float(loss["adv_weight"]), kind=gan),
             drc=term(mse, "seg_augmented", "seg_fixed", weight=float(loss["drc_weight"])),
-            cc=term(
-                similarity(loss["similarity"]),
-                "warped",
-                "fixed",
-                weight=float(loss["cc_weight"]),
-                **loss.get("similarity_kwargs", {}),
-            ),
-            smooth=term(
-                regulariser(loss["regulariser"]),
-                "disp",
-                weight=float(loss["reg_weight"]),
-                **loss.get("regulariser_kwargs", {}),
-            ),
+            cc=similarity_term(loss, weight=float(loss["cc_weight"])),
+            smooth=regulariser_term(loss),
         )
         # L_seg = λ_acm L_acm + λ_ce L_ce
         self.seg_objective = combine(

@@ -85,8 +85,8 @@ from ..losses import (
     dice_ce,
     per_example,
     ref,
-    regulariser,
-    similarity,
+    regulariser_term,
+    similarity_term,
     soft_dice,
     soft_kl,
     term,
@@ -208,18 +208,8 @@ class JRSS(Method):
         )
         # L_R = L_sim(I_m∘φ, I_f) + λ_r L_reg(φ) + λ_a Dice_w(Ŝ_m∘φ, Ŝ_f)
         self.reg_objective = combine(
-            sim=term(
-                similarity(loss["similarity"]),
-                "warped",
-                "fixed",
-                **loss.get("similarity_kwargs", {}),
-            ),
-            smooth=term(
-                regulariser(loss["regulariser"]),
-                "disp",
-                weight=float(loss["reg_weight"]),
-                **loss.get("regulariser_kwargs", {}),
-            ),
+            sim=similarity_term(loss),
+            smooth=regulariser_term(loss),
             label_dice=term(
                 soft_dice,
                 "warped_seg",

@@ -29,7 +29,13 @@ import numpy as np
 
 from ..data.datasets import Dataset
 from ..data.sampling import batch_rng, pair_batch, sample_pairs
-from ..losses import combine, regulariser, similarity, soft_dice, term
+from ..losses import (
+    combine,
+    regulariser_term,
+    similarity_term,
+    soft_dice,
+    term,
+)
 from ..nets import RegistrationNet
 from ..spatial import warp, warp_labels
 from ..train import NetState, make_optimizer, make_update
@@ -53,18 +59,8 @@ class VoxelMorph(Method):
         self.net = RegistrationNet(**model)
         self.dice_weight = float(loss.get("dice_weight", 0.0))
         terms = {
-            "sim": term(
-                similarity(loss["similarity"]),
-                "warped",
-                "fixed",
-                **loss.get("similarity_kwargs", {}),
-            ),
-            "reg": term(
-                regulariser(loss["regulariser"]),
-                "disp",
-                weight=float(loss["reg_weight"]),
-                **loss.get("regulariser_kwargs", {}),
-            ),
+            "sim": similarity_term(loss),
+            "reg": regulariser_term(loss),
         }
         if self.dice_weight > 0:
             terms["dice"] = term(soft_dice, "warped_seg", "fixed_seg", weight=self.dice_weight)
