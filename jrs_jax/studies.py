@@ -49,7 +49,9 @@ from .config import ConfigError, apply_overrides, load_config
 
 __all__ = [
     "CONFIG_DIR",
+    "LOWER_IS_BETTER",
     "STUDY_DIR",
+    "better",
     "default_out",
     "list_studies",
     "load_study",
@@ -259,8 +261,25 @@ def _ms(values, digits: int = 3) -> str:
     )
 
 
+#: Substrings of metric names for which lower is better (a "win" is a negative gap).
+LOWER_IS_BETTER = ("folding", "sdlogj", "hd95", "assd", "epe", "non_diffeo", "loss")
+
+
+def better(gap: Mapping) -> str:
+    """``"higher"`` or ``"lower"``: the gap spec's ``"better"``, else ``"lower"`` for a metric
+    whose name holds one of :data:`LOWER_IS_BETTER` (folding %, SDlogJ, HD95, ...)."""
+    if "better" in gap:
+        if gap["better"] not in ("higher", "lower"):
+            raise ConfigError(f"gap 'better' must be 'higher' or 'lower'; got {gap['better']!r}")
+        return gap["better"]
+    name = gap["metric"].lower()
+    return "lower" if any(k in name for k in LOWER_IS_BETTER) else "higher"
+
+
 def paired_gaps(study: Mapping, records: Sequence[Mapping]) -> list[dict]:
-    """Per group and gap spec: the per-seed differences ``row - baseline`` of the metric."""
+    """Per group and gap spec: the per-seed differences ``row - baseline`` of the metric, and
+    ``won``: the seeds where the row is better (a positive gap, or a negative one for a
+    lower-is-better metric, :func:`better`)."""
     out = []
     for g in study["groups"]:
         for gap in study.get("gaps", []):
@@ -285,7 +304,8 @@ def paired_gaps(study: Mapping, records: Sequence[Mapping]) -> list[dict]:
                     "seeds": seeds,
                     "gaps": diffs,
                     "mean": float(np.mean(diffs)) if diffs else None,
-                    "won": int(sum(d > 0 for d in diffs)),
+                    "better": better(gap),
+                    "won": int(sum((d < 0) if better(gap) == "lower" else (d > 0) for d in diffs)),
                 }
             )
     return out

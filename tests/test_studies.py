@@ -116,6 +116,25 @@ def test_paired_gaps_skip_seeds_missing_a_side():
     assert gap["seeds"] == [0] and gap["gaps"] == pytest.approx([0.1]) and gap["won"] == 1
 
 
+def test_a_win_on_a_lower_is_better_metric_is_a_negative_gap():
+    study = {
+        "groups": [{"name": "g", "rows": [{"name": "a"}, {"name": "b"}]}],
+        "gaps": [
+            {"row": "a", "baseline": "b", "metric": "val/folding_percent"},
+            {"row": "a", "baseline": "b", "metric": "val/reg_dice"},
+            {"row": "a", "baseline": "b", "metric": "val/reg_dice", "better": "lower"},
+        ],
+    }
+    recs = [{"group": "g", "row": "a", "seed": s, "val/folding_percent": 0.1} for s in (0, 1)]
+    recs += [{"group": "g", "row": "b", "seed": s, "val/folding_percent": 0.2} for s in (0, 1)]
+    for r, d in zip(recs, (0.9, 0.7, 0.8, 0.8)):
+        r["val/reg_dice"] = d
+    fold, dice, dice_lower = paired_gaps(study, recs)
+    assert (fold["better"], fold["won"]) == ("lower", 2)  # 0.1 - 0.2 < 0 on both seeds
+    assert (dice["better"], dice["won"]) == ("higher", 1)  # +0.1 and -0.1
+    assert (dice_lower["better"], dice_lower["won"]) == ("lower", 1)
+
+
 def test_unknown_study_names_the_known_ones(run_cli):
     with pytest.raises(ConfigError, match=r"unknown study 'nope'.*deepatlas"):
         load_study("nope")
