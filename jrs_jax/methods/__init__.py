@@ -5,13 +5,20 @@ equations on top of :mod:`jrs_jax.spatial`, :mod:`jrs_jax.losses`, :mod:`jrs_jax
 :mod:`jrs_jax.train`.
 """
 
+from .adversarial_jrs import AdversarialJRS
 from .base import EVAL_MODES, TASKS, Method, MissingInput
+from .cross_stitch import CrossStitchJRS
 from .deepatlas import DeepAtlas, update_counts
+from .deeprs import DeepRS
+from .jrss import JRSS
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
 
 #: Method classes by config name.
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (VoxelMorph, UNetSeg, DeepAtlas)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls
+    for cls in (VoxelMorph, UNetSeg, DeepAtlas, AdversarialJRS, DeepRS, CrossStitchJRS, JRSS)
+}
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -32,9 +39,13 @@ def get_method(name: str) -> type[Method]:
 
 __all__ = [
     "EVAL_MODES",
+    "JRSS",
     "METHODS",
     "TASKS",
+    "AdversarialJRS",
+    "CrossStitchJRS",
     "DeepAtlas",
+    "DeepRS",
     "Method",
     "MissingInput",
     "UNetSeg",
