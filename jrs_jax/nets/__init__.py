@@ -5,6 +5,7 @@ collections); the rest of the library only uses ::
 
     params = net.init(key, *inputs)
     outputs = net.apply(params, *inputs)                 # + rngs={"sample": k} where noted
+    outputs = net.apply(params, *inputs, rngs={"dropout": k})   # dropout_rate > 0: active
 
 Images are ``[B, *S, C]`` channels last with 2 or 3 spatial axes (the rank is read from the
 input); fields are ``[B, *S, D]`` in voxels along array axes (see :mod:`jrs_jax.spatial`).
