@@ -40,6 +40,28 @@ class PredictOnly(Method):
         raise TypeError("a test double: it predicts, it does not train")
 
 
+def perturbed_state(state: dict, *, scale: float = 0.3, seed: int = 1) -> dict:
+    """``state`` with ``scale * N(0, 1)`` added to every network's parameters (its
+    ``NetState`` entries), so fields, maps and scores of a fresh init are not ~0."""
+    import jax
+
+    keys = iter(jax.random.split(jax.random.key(seed), 1000))
+
+    def jitter(p):
+        return p + scale * jax.random.normal(next(keys), p.shape)
+
+    return {
+        n: s.replace(params=jax.tree.map(jitter, s.params)) if hasattr(s, "params") else s
+        for n, s in state.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def perturbed():
+    """:func:`perturbed_state` ``(state, *, scale=0.3, seed=1)``: non-trivial network parameters."""
+    return perturbed_state
+
+
 @pytest.fixture(scope="session")
 def predict_only():
     """:class:`PredictOnly`, the base class of predict-only test doubles."""

@@ -258,6 +258,22 @@ class Decoder(nn.Module, kw_only=True):
         return y
 
 
+def _decoder(net: nn.Module, levels, finals, *, name: str) -> Decoder:
+    """A :class:`Decoder` with the U-Net settings of ``net`` (a :class:`UNetConfig`)."""
+    return Decoder(
+        features=tuple(levels),
+        final_features=tuple(finals),
+        convs_per_level=net.convs_per_level,
+        norm=net.norm,
+        upsample=net.upsample,
+        conv_impl=net.conv_impl,
+        dtype=net.dtype,
+        param_dtype=net.param_dtype,
+        remat=net.remat,
+        name=name,
+    )
+
+
 def _parse_heads(heads) -> list[tuple[str, int, tuple[int, ...] | None]]:
     parsed = []
     for h in heads:
@@ -350,18 +366,7 @@ class SharedEncoderMultiDecoder(UNetConfig, kw_only=True):
         decoders = {}
         for name, _, _ in heads:
             levels, finals = self._split(widths[name], name)
-            decoders[name] = Decoder(
-                features=levels,
-                final_features=finals,
-                convs_per_level=self.convs_per_level,
-                norm=self.norm,
-                upsample=self.upsample,
-                conv_impl=self.conv_impl,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                remat=self.remat,
-                name=f"decoder_{name}",
-            )
+            decoders[name] = _decoder(self, levels, finals, name=f"decoder_{name}")
         if self.cross_stitch:
             names = [name for name, _, _ in heads]
             ys = [skips[-1]] * len(names)
@@ -468,18 +473,7 @@ class CrossStitchNet(UNetConfig, kw_only=True):
             )
 
         def decoder(name):
-            return Decoder(
-                features=dec[: levels - 1],
-                final_features=dec[levels - 1 :],
-                convs_per_level=self.convs_per_level,
-                norm=self.norm,
-                upsample=self.upsample,
-                conv_impl=self.conv_impl,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                remat=self.remat,
-                name=name,
-            )
+            return _decoder(self, dec[: levels - 1], dec[levels - 1 :], name=name)
 
         def mix(name, a, b):
             if self.stitch == "none":

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import perturbed_state
 
 from jrs_jax import experiment, losses
 from jrs_jax.config import apply_overrides, load_config
@@ -33,17 +34,8 @@ def setup(tmp_path_factory):
     ds = experiment.load_dataset(cfg)
     cfg = experiment.resolve_config(cfg, ds)
     method = experiment.build_method(cfg)
-    # non-trivial networks: a few random perturbations so fields and predictions are not ~0
-    state = method.init(jax.random.key(0))
-    keys = iter(jax.random.split(jax.random.key(1), 1000))
-    state = {
-        n: s.replace(
-            params=jax.tree.map(
-                lambda p: p + 0.3 * jax.random.normal(next(keys), p.shape), s.params
-            )
-        )
-        for n, s in state.items()
-    }
+    # non-trivial networks (perturbed parameters): fields, maps and scores are not ~0
+    state = perturbed_state(method.init(jax.random.key(0)))
     return cfg, ds, method, state, path
 
 
