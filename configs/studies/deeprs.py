@@ -26,6 +26,9 @@ a registration driven by image similarity cannot align without the region constr
 
 Variants (``deeprs:VARIANT,...``):
   ``quick``  tiny networks, 32 x 32 data of 10 subjects, 30 steps, N = 2 only, one seed
+  ``long``   diagnostic: 3x the steps (600), N = 1 only, rows UNetSeg, VoxelMorph, DeepRS,
+             without DSS, without ACM: do the segmentation ablations separate with a
+             longer budget (the discriminator's confidence map is near-uniform at 200)?
 """
 
 from jrs_jax.config import parse_flags
@@ -34,9 +37,9 @@ STEPS = 200
 
 
 def get_study(arg=None):
-    flags = parse_flags(arg, {"quick"})
-    quick = "quick" in flags
-    steps = 30 if quick else STEPS
+    flags = parse_flags(arg, {"quick", "long"})
+    quick, long = "quick" in flags, "long" in flags
+    steps = 30 if quick else 3 * STEPS if long else STEPS
     nets = {
         "reg": {"features": [8, 16, 16], "decoder_features": [16, 16, 8, 8]},
         "seg": {"features": [8, 16, 16], "decoder_features": [16, 8]},
@@ -74,7 +77,7 @@ def get_study(arg=None):
             **sets(reg_model="reg", seg_model="seg", disc_model="disc"),
             "data.num_labelled": n,
         }
-        return [
+        out = [
             {
                 "name": "unet_seg",
                 "label": "UNetSeg (N labels)",
@@ -107,8 +110,11 @@ def get_study(arg=None):
                 "set": deeprs,
             },
         ]
+        if long:  # the diagnostic: is the ablation gap a budget effect? DRC is a reg. term
+            out = [r for r in out if r["name"] != "no_drc"]
+        return out
 
-    labelled = [2] if quick else [1, 2]
+    labelled = [2] if quick else [1] if long else [1, 2]
     seg = "val/seg_dice"
     return {
         "name": "deeprs",
@@ -133,12 +139,16 @@ def get_study(arg=None):
             "val/folding_percent": "folding %",
         },
         "gaps": [
-            {"row": "deeprs", "baseline": "no_dss", "metric": seg},
-            {"row": "deeprs", "baseline": "no_acm", "metric": seg},
-            {"row": "deeprs", "baseline": "no_drc", "metric": seg},
-            {"row": "deeprs", "baseline": "unet_seg", "metric": seg},
-            {"row": "deeprs", "baseline": "voxelmorph", "metric": "val/reg_dice"},
-            {"row": "deeprs", "baseline": "no_drc", "metric": "val/reg_dice"},
+            g
+            for g in (
+                {"row": "deeprs", "baseline": "no_dss", "metric": seg},
+                {"row": "deeprs", "baseline": "no_acm", "metric": seg},
+                {"row": "deeprs", "baseline": "no_drc", "metric": seg},
+                {"row": "deeprs", "baseline": "unet_seg", "metric": seg},
+                {"row": "deeprs", "baseline": "voxelmorph", "metric": "val/reg_dice"},
+                {"row": "deeprs", "baseline": "no_drc", "metric": "val/reg_dice"},
+            )
+            if not (long and g["baseline"] == "no_drc")
         ],
         "budget": f"DeepRS {steps} steps, each one update of D, R and S; UNetSeg {steps} "
         f"updates (= S's), VoxelMorph {steps} updates (= R's); same network sizes per role.",
