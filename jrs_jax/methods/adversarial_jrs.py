@@ -81,8 +81,7 @@ from ..losses import (
     bending_energy,
     combine,
     gradient_penalty,
-    local_ncc,
-    ncc,
+    similarity,
     soft_dice,
     term,
     wasserstein_critic_loss,
@@ -95,6 +94,7 @@ from .base import Method
 
 __all__ = [
     "CRITIC_INPUTS",
+    "NCC_KINDS",
     "REAL_LABELS",
     "AdversarialJRS",
     "critic_input",
@@ -106,7 +106,8 @@ __all__ = [
 CRITIC_INPUTS = ("images", "images_labels")
 #: ``critic.real_labels``: the label channel of a real triple.
 REAL_LABELS = ("warped", "fixed")
-_SIMILARITIES = {"ncc": ncc, "local_ncc": local_ncc}
+#: ``loss.similarity``: global or local NCC (the losses registry entries of that name).
+NCC_KINDS = ("ncc", "local_ncc")
 
 
 def one_minus_ncc(warped, fixed, *, kind: str = "ncc", **kwargs) -> jnp.ndarray:
@@ -115,8 +116,8 @@ def one_minus_ncc(warped, fixed, *, kind: str = "ncc", **kwargs) -> jnp.ndarray:
     ``kind="ncc"``: global Pearson NCC (``1 + losses.ncc``, in ``[0, 2]``);
     ``kind="local_ncc"``: ``1 + losses.local_ncc(**kwargs)`` (``1 − mean LNCC``).
     """
-    check_choice("loss.similarity", kind, tuple(_SIMILARITIES))
-    return 1.0 + _SIMILARITIES[kind](warped, fixed, **kwargs)
+    check_choice("loss.similarity", kind, NCC_KINDS)
+    return 1.0 + similarity(kind)(warped, fixed, **kwargs)
 
 
 def critic_input(fixed, warped, warped_seg=None) -> jnp.ndarray:

@@ -79,7 +79,7 @@ def update_counts(config: dict) -> dict[str, int]:
     reg_pre, seg_pre = int(sched["reg_pretrain"]), int(sched["seg_pretrain"])
     r, s = int(sched["reg_steps"]), int(sched["seg_steps"])
     joint = int(config["train"]["steps"]) - reg_pre - seg_pre
-    joint_reg = (joint // (r + s)) * r + min(joint % (r + s), r)
+    joint_reg = Alternating((("reg", r), ("seg", s))).count("reg", joint)
     return {"reg": reg_pre + joint_reg, "seg": seg_pre + joint - joint_reg}
 
 
