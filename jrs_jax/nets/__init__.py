@@ -26,15 +26,19 @@ Example::
     (1, 16, 16, 1)
 
 Networks: :class:`UNet`, :class:`RegistrationNet` (VoxelMorph, Balakrishnan et al. 2019),
-:class:`ProbabilisticRegistrationNet` (Dalca et al. 2019), :class:`AffineRegistrationNet`,
+:class:`ProbabilisticRegistrationNet` (Dalca et al. 2019), :class:`RegionRegistrationNets`
+(one per region, stacked parameters, DDIR Chen et al. 2021), :class:`AffineRegistrationNet`,
 :class:`SegmentationNet`, :class:`PatchDiscriminator` (PatchGAN, Isola et al. 2017),
 :class:`PixelDiscriminator` (full-resolution per-voxel logits, DeepRS He et al. 2020),
 :class:`ImageGenerator` (U-Net image-to-image generator for modality synthesis, pix2pix /
 CycleGAN style), :class:`SharedEncoderMultiDecoder` (one encoder, one U-Net decoder per task),
 :class:`CrossStitchNet` (two U-Net paths stitched after every level, Beljaards et al. 2020).
 
-Multi-task and recurrent blocks: :class:`CrossStitch` (Misra et al. 2016), :class:`CoAttention`
-(gated exchange between two streams), :class:`Decoder` (U-Net decoder on a skip list),
+Multi-task and recurrent blocks: :class:`CrossStitch` (Misra et al. 2016),
+:class:`GatedCoAttention` (voxel-wise gated exchange between two streams),
+:class:`AffinityCoAttention` (global affinity co-attention of SDDIR, Chen et al. 2022) and
+:class:`CoSegmentationNet` (both images segmented through it), :class:`Decoder` (U-Net
+decoder on a skip list),
 :class:`ConvGRUCell` / :class:`ConvGRU` (convolutional GRU, Ballas et al. 2016).
 """
 
@@ -52,10 +56,12 @@ from .discriminator import PatchDiscriminator, PixelDiscriminator
 from .generator import OUTPUT_ACTIVATIONS, ImageGenerator
 from .multitask import (
     STITCH_MODES,
-    CoAttention,
+    AffinityCoAttention,
+    CoSegmentationNet,
     CrossStitch,
     CrossStitchNet,
     Decoder,
+    GatedCoAttention,
     SharedEncoderMultiDecoder,
 )
 from .recurrent import ConvGRU, ConvGRUCell
@@ -64,6 +70,7 @@ from .registration import (
     AffineHead,
     AffineRegistrationNet,
     ProbabilisticRegistrationNet,
+    RegionRegistrationNets,
     RegistrationNet,
 )
 from .segmentation import SegmentationNet
@@ -78,7 +85,8 @@ __all__ = [
     "UPSAMPLE_MODES",
     "AffineHead",
     "AffineRegistrationNet",
-    "CoAttention",
+    "AffinityCoAttention",
+    "CoSegmentationNet",
     "ConvBlock",
     "ConvGRU",
     "ConvGRUCell",
@@ -87,10 +95,12 @@ __all__ = [
     "Decoder",
     "Down",
     "Encoder",
+    "GatedCoAttention",
     "ImageGenerator",
     "PatchDiscriminator",
     "PixelDiscriminator",
     "ProbabilisticRegistrationNet",
+    "RegionRegistrationNets",
     "RegistrationNet",
     "SegmentationNet",
     "SharedEncoderMultiDecoder",

@@ -22,10 +22,12 @@ from .unet import UNetConfig, check_divisible
 
 __all__ = [
     "STITCH_MODES",
-    "CoAttention",
+    "AffinityCoAttention",
+    "CoSegmentationNet",
     "CrossStitch",
     "CrossStitchNet",
     "Decoder",
+    "GatedCoAttention",
     "SharedEncoderMultiDecoder",
 ]
 
@@ -103,8 +105,11 @@ class CrossStitch(nn.Module, kw_only=True):
         return tuple(out[i] for i in range(n))
 
 
-class CoAttention(nn.Module, kw_only=True):
-    """Co-attention between two streams: each is gated by a map computed from both.
+class GatedCoAttention(nn.Module, kw_only=True):
+    """Gated co-attention between two streams: each is gated by a map computed from both.
+
+    A voxel-wise (local) exchange; for the global affinity co-attention of SDDIR, where every
+    position attends to every position of the other image, see :class:`AffinityCoAttention`.
 
     With ``[.,.]`` the channel concatenation and ``conv`` a conv ``kernel^D`` (1 by default)::
 
@@ -125,7 +130,7 @@ class CoAttention(nn.Module, kw_only=True):
     ``dtype``.
 
     Example:
-      >>> block = CoAttention()
+      >>> block = GatedCoAttention()
       >>> a = jnp.ones((1, 8, 8, 4))
       >>> b = jnp.ones((1, 8, 8, 6))
       >>> a2, b2 = block.apply(block.init(jax.random.key(0), a, b), a, b)
@@ -150,7 +155,7 @@ class CoAttention(nn.Module, kw_only=True):
         spatial_rank(b, name="b")
         if a.shape[:-1] != b.shape[:-1]:
             raise ValueError(
-                "CoAttention needs a and b with the same batch and spatial shape: got "
+                "GatedCoAttention needs a and b with the same batch and spatial shape: got "
                 f"a {tuple(a.shape)} vs b {tuple(b.shape)}"
             )
         a = a.astype(self.dtype)
@@ -171,6 +176,132 @@ class CoAttention(nn.Module, kw_only=True):
         g_a = gate(b, a, "gate_a")
         g_b = gate(a, b, "gate_b")
         return a * (1 + g_a), b * (1 + g_b)
+
+
+class AffinityCoAttention(nn.Module, kw_only=True):
+    """Affinity co-attention (SDDIR): every position of one image attends to every position of
+    the other.
+
+    With ``f, g, h1, h2`` 1x1(x1) convolutions (dense layers on the channel axis) to
+    ``features`` channels (default: the input's ``C``) and the spatial positions flattened
+    (``N = prod(S)``)::
+
+        A       = f(F_mov) g(F_fix)^T                  # [B, N, N] affinity
+        ATT_mov = softmax(A,   axis=-1) h2(F_fix)      # each moving position reads the fixed
+        ATT_fix = softmax(A^T, axis=-1) h1(F_mov)      # ... and vice versa
+        O_mov   = concat(F_mov, sigmoid(ATT_mov) * ATT_mov)
+        O_fix   = concat(F_fix, sigmoid(ATT_fix) * ATT_fix)
+
+    (the softmax runs over the attended positions, the usual reading of the source; no
+    ``1/sqrt(features)`` temperature, as written there). ``A`` costs ``N^2`` floats per example,
+    so the block belongs at the bottleneck: at 128x128 (2-D) with 4 levels (``/8``) ``N = 256``
+    and ``A`` is 256 KiB; at 128x128x32 (the DDIR/SDDIR cardiac size, ``/8``) ``N = 4096``,
+    64 MiB per example per direction of the backward pass; at 96x112x96 (``/8``) ``N = 2016``,
+    16 MiB. One level coarser divides these by 64 in 3-D.
+
+    Shapes: ``F_mov, F_fix [B, *S, C]`` (equal shapes) -> ``(O_mov, O_fix)``, each
+    ``[B, *S, C + features]`` in ``dtype``.
+
+    Example:
+      >>> block = AffinityCoAttention(features=4)
+      >>> a = b = jnp.ones((1, 4, 4, 8))
+      >>> o_a, o_b = block.apply(block.init(jax.random.key(0), a, b), a, b)
+      >>> o_a.shape, o_b.shape
+      ((1, 4, 4, 12), (1, 4, 4, 12))
+
+    Reference: Chen, Xia, Ravikumar, Frangi, "Joint segmentation and discontinuity-preserving
+    deformable registration: application to cardiac cine-MR images", arXiv 2022 (co-attention
+    after Lu et al., "See More, Know More: Unsupervised Video Object Segmentation with
+    Co-Attention Siamese Networks", CVPR 2019).
+    """
+
+    features: int | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, moving: jnp.ndarray, fixed: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        _check_same_shape([moving, fixed], ["F_mov", "F_fix"], "AffinityCoAttention")
+        b, c = moving.shape[0], moving.shape[-1]
+        width = int(self.features or c)
+        moving = moving.astype(self.dtype)
+        fixed = fixed.astype(self.dtype)
+
+        def proj(x, name):  # a 1x1(x1) convolution, flattened to [B, N, width]
+            y = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+            return y.reshape(b, -1, width)
+
+        affinity = jnp.einsum("bnc,bmc->bnm", proj(moving, "f"), proj(fixed, "g"))
+        att_mov = jnp.einsum("bnm,bmc->bnc", jax.nn.softmax(affinity, -1), proj(fixed, "h2"))
+        att_fix = jnp.einsum(
+            "bmn,bnc->bmc", jax.nn.softmax(affinity.swapaxes(1, 2), -1), proj(moving, "h1")
+        )
+
+        def out(features, att):
+            att = att.reshape(*features.shape[:-1], width)
+            return jnp.concatenate([features, jax.nn.sigmoid(att) * att], axis=-1)
+
+        return out(moving, att_mov), out(fixed, att_fix)
+
+
+class CoSegmentationNet(UNetConfig, kw_only=True):
+    """Joint segmentation of two images (SDDIR's segmentation branch).
+
+    One U-Net :class:`~jrs_jax.nets.Encoder` applied to both images (shared weights), an
+    :class:`AffinityCoAttention` between the two bottleneck feature maps (``co_attention=True``;
+    ``False`` leaves them as they are: the ablation without co-attention), one shared
+    :class:`Decoder` (widths from ``decoder_features`` as in :class:`~jrs_jax.nets.UNet`) and a
+    float32 conv ``1^D`` head to ``num_classes`` logits. Parameters: ``encoder``,
+    ``co_attention`` (when on), ``decoder``, ``head``.
+
+    Shapes: ``moving, fixed [B, *S, C]`` -> ``(logits_moving, logits_fixed)``, each
+    ``[B, *S, num_classes]`` (float32); ``S`` divisible by ``2^(len(features) - 1)``.
+
+    Example:
+      >>> net = CoSegmentationNet(num_classes=3, features=(4, 8, 8))
+      >>> m = f = jnp.zeros((1, 16, 16, 1))
+      >>> lm, lf = net.apply(net.init(jax.random.key(0), m, f), m, f)
+      >>> lm.shape, lf.shape
+      ((1, 16, 16, 3), (1, 16, 16, 3))
+
+    Reference: Chen et al., "Joint segmentation and discontinuity-preserving deformable
+    registration: application to cardiac cine-MR images", arXiv 2022.
+    """
+
+    num_classes: int
+    co_attention: bool = True
+    attention_features: int | None = None
+
+    @nn.compact
+    def __call__(self, moving: jnp.ndarray, fixed: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        ndim = _check_same_shape([moving, fixed], ["moving", "fixed"], "CoSegmentationNet")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        encoder = self.make_encoder()
+        skips_m, skips_f = encoder(moving), encoder(fixed)
+        if self.co_attention:
+            o_m, o_f = AffinityCoAttention(
+                features=self.attention_features,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="co_attention",
+            )(skips_m[-1], skips_f[-1])
+            skips_m, skips_f = [*skips_m[:-1], o_m], [*skips_f[:-1], o_f]
+        dec = (
+            tuple(self.features[-2::-1])
+            if self.decoder_features is None
+            else tuple(self.decoder_features)
+        )
+        levels = len(self.features)
+        decoder = _decoder(self, dec[: levels - 1], dec[levels - 1 :], name="decoder")
+        head = nn.Conv(
+            self.num_classes,
+            kernel_size=(1,) * ndim,
+            dtype=jnp.float32,
+            param_dtype=jnp.float32,
+            name="head",
+        )
+        return tuple(head(decoder(s).astype(jnp.float32)) for s in (skips_m, skips_f))
 
 
 class Decoder(nn.Module, kw_only=True):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from jrs_jax.nets import (
-    CoAttention,
     CrossStitch,
     Decoder,
     Encoder,
+    GatedCoAttention,
     SharedEncoderMultiDecoder,
     UNet,
 )
@@ -86,7 +86,7 @@ def test_cross_stitch_errors():
         _eval_init(CrossStitch(), jnp.zeros((8, 4)), jnp.zeros((8, 4)))
 
 
-# ----------------------------------------------------------------------------- CoAttention
+# ----------------------------------------------------------------------------- GatedCoAttention
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -94,7 +94,7 @@ def test_co_attention_formula(ndim):
     (a,) = _maps(ndim, 1, channels=4, spatial=(4,) * ndim)
     (b,) = _maps(ndim, 1, channels=6, spatial=(4,) * ndim)
     b = b + 1.0
-    block = CoAttention()
+    block = GatedCoAttention()
     params = _init(block, a, b)
     p = params["params"]
     assert p["gate_a"]["kernel"].shape == (*(1,) * ndim, 10, 4)
@@ -126,7 +126,7 @@ def test_co_attention_formula(ndim):
 
 def test_co_attention_spatial_gate_and_errors():
     a, b = _maps(2, 2, spatial=(8, 8))
-    block = CoAttention(per_channel=False, dtype=jnp.bfloat16)
+    block = GatedCoAttention(per_channel=False, dtype=jnp.bfloat16)
     params = _eval_init(block, a, b)
     assert params["params"]["gate_a"]["kernel"].shape == (1, 1, 8, 1)
     assert params["params"]["gate_a"]["kernel"].dtype == jnp.float32
@@ -136,9 +136,9 @@ def test_co_attention_spatial_gate_and_errors():
     with pytest.raises(
         ValueError, match=r"same batch and spatial shape.*\(2, 8, 8, 4\) vs b \(2, 8, 4, 4\)"
     ):
-        _eval_init(CoAttention(), a, b[:, :, :4])
+        _eval_init(GatedCoAttention(), a, b[:, :, :4])
     with pytest.raises(ValueError, match=r"b must have shape.*\(2, 8, 4\)"):
-        _eval_init(CoAttention(), a, b[:, 0])
+        _eval_init(GatedCoAttention(), a, b[:, 0])
 
 
 # ------------------------------------------------------------------- Decoder / multi-decoder
