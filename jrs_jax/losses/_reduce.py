@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax.numpy as jnp
 
 
@@ -30,12 +32,16 @@ def voxel_mask(mask, like: jnp.ndarray, *, per_channel: bool = True) -> jnp.ndar
     otherwise.
     """
     mask = jnp.asarray(mask)
+    given = tuple(mask.shape)
     if mask.ndim == like.ndim - 1:
         mask = mask[..., None]
     allowed = {(*like.shape[:-1], 1)} | ({tuple(like.shape)} if per_channel else set())
     if tuple(mask.shape) not in allowed:
         expected = " or ".join(str(s) for s in [tuple(like.shape[:-1]), *sorted(allowed)])
-        raise ValueError(f"mask must have shape {expected}; got {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must have shape {expected} (for an input of shape {tuple(like.shape)}); "
+            f"got {given}"
+        )
     return mask.astype(like.dtype)
 
 
@@ -47,3 +53,35 @@ def masked_mean(values: jnp.ndarray, mask: jnp.ndarray | None) -> jnp.ndarray:
     mask = jnp.broadcast_to(mask, values.shape)
     axes = tuple(range(1, values.ndim))
     return safe_div(jnp.sum(values * mask, axis=axes), jnp.sum(mask, axis=axes))
+
+
+def stencil_weight(
+    mask: jnp.ndarray, taps: Sequence[Sequence[int]], *, edge: bool = False
+) -> jnp.ndarray:
+    """Weight of a finite-difference stencil: the product of ``mask`` over the voxels it reads.
+
+    ``mask`` is ``[B, *S, 1]``; ``taps`` are the offsets (one integer per spatial axis) of the
+    voxels the stencil reads, relative to the voxel ``x`` it is evaluated at. Without ``edge``
+    the result covers the voxels ``x`` whose every tap ``x + t`` (and ``x`` itself) lies in the
+    grid: ``N_i - max(0, max_t t_i) + min(0, min_t t_i)`` positions along axis ``i``, the
+    first being ``x_i = -min(0, min_t t_i)`` -- exactly the positions of the stencil's values
+    as a finite difference computes them by slicing. With ``edge`` the result is
+    ``[B, *S, 1]``: a tap past the border reads the nearest border voxel (as a one-sided
+    border difference does). Either way every weight is a product of ``len(taps)`` mask values,
+    so scaling the mask by ``c`` scales all of them by ``c ** len(taps)``.
+    """
+    taps = [tuple(int(o) for o in t) for t in taps]
+    ndim = mask.ndim - 2
+    lo = [min(0, *(t[i] for t in taps)) for i in range(ndim)]
+    hi = [max(0, *(t[i] for t in taps)) for i in range(ndim)]
+    if edge:
+        pad = [(0, 0)] + [(-lo[i], hi[i]) for i in range(ndim)] + [(0, 0)]
+        mask = jnp.pad(mask, pad, mode="edge")
+    spatial = mask.shape[1:-1]
+    weight = None
+    for t in taps:
+        idx = (slice(None),)
+        idx += tuple(slice(t[i] - lo[i], n - hi[i] + t[i]) for i, n in enumerate(spatial))
+        shifted = mask[(*idx, slice(None))]
+        weight = shifted if weight is None else weight * shifted
+    return weight

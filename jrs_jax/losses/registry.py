@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .combine import Term, term
+from .combine import Term, ref, term
 from .regularisation import bending_energy, diffusion, gradient_l1, gradient_l2, huber_smoothness
 from .similarity import l1, local_ncc, mse, mutual_information, ncc, ssim
 
@@ -81,12 +81,22 @@ def similarity_term(
     return term(similarity(loss[key]), *names, weight=weight, **loss.get(f"{key}_kwargs", {}))
 
 
-def regulariser_term(loss: Mapping[str, Any], field: str = "disp") -> Term:
+def regulariser_term(
+    loss: Mapping[str, Any], field: str = "disp", *, mask: str | None = None
+) -> Term:
     """``term(regulariser(loss["regulariser"]), field, weight=loss["reg_weight"],
-    **loss["regulariser_kwargs"])``."""
-    return term(
-        regulariser(loss["regulariser"]),
-        field,
-        weight=float(loss["reg_weight"]),
-        **loss.get("regulariser_kwargs", {}),
-    )
+    **loss["regulariser_kwargs"])``.
+
+    ``mask`` names a call-time input ``[B, *S]`` / ``[B, *S, 1]`` passed as the regulariser's
+    ``mask=`` (``ref(mask)``): the field is then regularised only inside it (e.g. one region's
+    field in discontinuity-preserving registration).
+
+    Example:
+      >>> loss = {"regulariser": "diffusion", "reg_weight": 0.1}
+      >>> regulariser_term(loss, "disp_k", mask="region_k").required_inputs()
+      ('disp_k', 'region_k')
+    """
+    kwargs = dict(loss.get("regulariser_kwargs", {}))
+    if mask is not None:
+        kwargs["mask"] = ref(mask)
+    return term(regulariser(loss["regulariser"]), field, weight=float(loss["reg_weight"]), **kwargs)

@@ -18,6 +18,18 @@ Conventions shared by every function here:
   ``N_i / N_c`` and ``∂²u_c/∂x_i∂x_j`` by ``N_i N_j / N_c``. The value is then (roughly)
   independent of the sampling resolution and of the aspect ratio of the grid. Passing both
   ``normalize=True`` and a ``spacing`` is contradictory and raises ``ValueError``.
+* ``mask`` (every loss; e.g. one region of discontinuity-preserving registration, where each
+  region's field is regularised only inside its region): ``[B, *S]`` or ``[B, *S, 1]``
+  weights in ``[0, 1]`` (binary or soft) on the field's grid. Every finite-difference term is
+  weighted by the product of the mask over the voxels its stencil reads (the voxel it is
+  evaluated at included), and the loss is the weighted mean ``Σ w f / Σ w`` with the same
+  averaging over components and axes as the unmasked loss. So a mask of ones gives the
+  unmasked value, a term that reads a voxel where the mask is 0 has weight 0 (the gradient
+  with respect to the field there is exactly 0), scaling the mask by ``c > 0`` does not change
+  the value, and an empty mask gives 0 (with a finite gradient). For a binary box mask the
+  value is the unmasked loss of the field cropped to the box (not for :func:`jacobian_folding`,
+  whose border differences are one-sided, nor with ``normalize=True``, which scales by the
+  extent of the whole grid).
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ import numpy as np
 from jrs_jax._checks import check_choice
 from jrs_jax.spatial.fields import jacobian_determinant
 
-from ._reduce import per_example_mean
+from ._reduce import masked_mean, stencil_weight, voxel_mask
 
 __all__ = [
     "bending_energy",
@@ -115,6 +127,32 @@ def _window(x: jnp.ndarray, offsets: dict[int, int], crop: int) -> jnp.ndarray:
     return x[tuple(idx)]
 
 
+def _field_mask(mask, field: jnp.ndarray) -> jnp.ndarray | None:
+    """``mask`` ``[B, *S]`` / ``[B, *S, 1]`` checked against ``field`` ``[B, *S, D]``, as
+    ``[B, *S, 1]`` in the field's dtype (``None`` stays ``None``)."""
+    return None if mask is None else voxel_mask(mask, field, per_channel=False)
+
+
+def _tap(ndim: int, offsets: dict[int, int]) -> tuple[int, ...]:
+    """The stencil offset with ``offsets`` (spatial axis -> voxels), 0 elsewhere."""
+    return tuple(offsets.get(i, 0) for i in range(ndim))
+
+
+def _weight(
+    mask: jnp.ndarray | None, taps: list[tuple[int, ...]], *, edge: bool = False
+) -> jnp.ndarray | None:
+    """:func:`stencil_weight` of the stencil ``taps`` (``None`` without a mask)."""
+    return None if mask is None else stencil_weight(mask, taps, edge=edge)
+
+
+def _forward_weight(mask: jnp.ndarray | None, i: int) -> jnp.ndarray | None:
+    """Weight ``m[x] m[x + e_i]`` of the forward differences along spatial axis ``i``."""
+    if mask is None:
+        return None
+    ndim = mask.ndim - 2
+    return stencil_weight(mask, [_tap(ndim, {}), _tap(ndim, {i: 1})])
+
+
 def _forward_diff(x: jnp.ndarray, i: int) -> jnp.ndarray:
     """Forward difference along spatial axis ``i``; that axis shrinks by one, others are kept."""
     n = x.shape[i + 1]
@@ -132,6 +170,7 @@ def bending_energy(
     spacing: SpacingLike = None,
     normalize: bool = False,
     scheme: str = "compact",
+    mask: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
     """Bending energy: mean squared second derivative of a displacement field.
 
@@ -163,6 +202,12 @@ def bending_energy(
       spacing: voxel size in mm, scalar or ``D`` values; ``None`` for voxel units.
       normalize: MONAI's resolution-independent scaling (exclusive with ``spacing``).
       scheme: ``"compact"`` or ``"nested"``.
+      mask: optional ``[B, *S]`` / ``[B, *S, 1]`` weights in ``[0, 1]`` (module docstring):
+        the energy at ``x`` (all its second derivatives) is weighted by the product of the mask
+        over every tap, ``x``, ``x ± e_i`` and ``x ± e_i ± e_j`` (``"compact"``) or ``x``,
+        ``x ± 2 e_i`` and ``x ± e_i ± e_j`` (``"nested"``), and averaged with these weights
+        over ``x`` (and over the components). A box mask gives the unmasked energy of the
+        field cropped to the box.
 
     Returns:
       ``[B]`` bending energy per example.
@@ -184,9 +229,15 @@ def bending_energy(
     _check_min_size(disp, 2 * crop + 1, f"bending_energy(scheme={scheme!r})")
     h = _units(disp, spacing, normalize)
     u = _to_units(disp, h)
+    mask = _field_mask(mask, disp)
 
     energy = 0.0
+    taps = [_tap(ndim, {})]
     for i in range(ndim):
+        taps += [_tap(ndim, {i: step}), _tap(ndim, {i: -step})]
+        taps += [
+            _tap(ndim, {i: a, j: b}) for j in range(i + 1, ndim) for a in (1, -1) for b in (1, -1)
+        ]
         d2 = _window(u, {i: step}, crop) - 2.0 * _window(u, {}, crop) + _window(u, {i: -step}, crop)
         if scale != 1.0:
             d2 = d2 * scale
@@ -203,7 +254,7 @@ def bending_energy(
             if h is not None:
                 dm = dm / (h[i] * h[j])
             energy = energy + 2.0 * dm * dm
-    return per_example_mean(energy)
+    return masked_mean(energy, _weight(mask, taps))
 
 
 def diffusion(
@@ -213,6 +264,7 @@ def diffusion(
     normalize: bool = False,
     scheme: str = "forward",
     penalty: str = "l2",
+    mask: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
     """Diffusion regulariser: mean squared (or absolute) first derivative of a field.
 
@@ -243,6 +295,12 @@ def diffusion(
       normalize: MONAI's resolution-independent scaling (exclusive with ``spacing``).
       scheme: ``"forward"`` (VoxelMorph) or ``"central"`` (MONAI).
       penalty: ``"l2"`` or ``"l1"``.
+      mask: optional ``[B, *S]`` / ``[B, *S, 1]`` weights in ``[0, 1]`` (module docstring).
+        ``"forward"``: the differences along axis ``i`` are weighted by ``m[x] m[x + e_i]``,
+        ``mean_{c,x}`` becomes the weighted mean for each axis, and the ``D`` axis means are
+        averaged as before (an axis with no weight contributes 0). ``"central"``: the sum over
+        axes at ``x`` is weighted by ``m[x] Π_i m[x - e_i] m[x + e_i]``. Either way a box mask
+        gives the unmasked value of the field cropped to the box.
 
     Returns:
       ``[B]`` per-example penalty.
@@ -264,6 +322,7 @@ def diffusion(
     _check_min_size(disp, 2 if scheme == "forward" else 3, f"diffusion(scheme={scheme!r})")
     h = _units(disp, spacing, normalize)
     u = _to_units(disp, h)
+    mask = _field_mask(mask, disp)
     fn = jnp.square if penalty == "l2" else jnp.abs
 
     if scheme == "forward":
@@ -272,44 +331,58 @@ def diffusion(
             d = _forward_diff(u, i)
             if h is not None:
                 d = d / h[i]
-            total = total + per_example_mean(fn(d))
+            total = total + masked_mean(fn(d), _forward_weight(mask, i))
         return total / ndim
 
     total = 0.0
+    taps = [_tap(ndim, {})]
     for i in range(ndim):
         g = (_window(u, {i: 1}, 1) - _window(u, {i: -1}, 1)) * 0.5
         if h is not None:
             g = g / h[i]
         total = total + fn(g)
-    return per_example_mean(total)
+        taps += [_tap(ndim, {i: 1}), _tap(ndim, {i: -1})]
+    return masked_mean(total, _weight(mask, taps))
 
 
-def gradient_l2(disp: jnp.ndarray, *, spacing: SpacingLike = None) -> jnp.ndarray:
+def gradient_l2(
+    disp: jnp.ndarray, *, spacing: SpacingLike = None, mask: jnp.ndarray | None = None
+) -> jnp.ndarray:
     """VoxelMorph ``Grad("l2")``: ``diffusion(disp, scheme="forward", penalty="l2")``.
 
-    ``L = (1/D) Σ_i mean_{c,x} (u_c[x + e_i] - u_c[x])²`` per example, ``[B]``.
+    ``L = (1/D) Σ_i mean_{c,x} (u_c[x + e_i] - u_c[x])²`` per example, ``[B]``; with
+    ``mask`` (``[B, *S]`` / ``[B, *S, 1]``) each axis mean is weighted by ``m[x] m[x + e_i]``
+    (see :func:`diffusion`).
 
     Example:
       >>> gradient_l2(jnp.zeros((2, 4, 4, 2))).shape
       (2,)
     """
-    return diffusion(disp, spacing=spacing, scheme="forward", penalty="l2")
+    return diffusion(disp, spacing=spacing, scheme="forward", penalty="l2", mask=mask)
 
 
-def gradient_l1(disp: jnp.ndarray, *, spacing: SpacingLike = None) -> jnp.ndarray:
+def gradient_l1(
+    disp: jnp.ndarray, *, spacing: SpacingLike = None, mask: jnp.ndarray | None = None
+) -> jnp.ndarray:
     """VoxelMorph ``Grad("l1")``: ``diffusion(disp, scheme="forward", penalty="l1")``.
 
-    ``L = (1/D) Σ_i mean_{c,x} |u_c[x + e_i] - u_c[x]|`` per example, ``[B]``.
+    ``L = (1/D) Σ_i mean_{c,x} |u_c[x + e_i] - u_c[x]|`` per example, ``[B]``; with
+    ``mask`` (``[B, *S]`` / ``[B, *S, 1]``) each axis mean is weighted by ``m[x] m[x + e_i]``
+    (see :func:`diffusion`).
 
     Example:
       >>> gradient_l1(jnp.zeros((2, 4, 4, 2))).shape
       (2,)
     """
-    return diffusion(disp, spacing=spacing, scheme="forward", penalty="l1")
+    return diffusion(disp, spacing=spacing, scheme="forward", penalty="l1", mask=mask)
 
 
 def huber_smoothness(
-    disp: jnp.ndarray, *, delta: float = 0.1, spacing: SpacingLike = None
+    disp: jnp.ndarray,
+    *,
+    delta: float = 0.1,
+    spacing: SpacingLike = None,
+    mask: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
     """Huber (smooth-L1) penalty on forward differences: robust, edge-preserving smoothness.
 
@@ -329,6 +402,9 @@ def huber_smoothness(
       delta: transition point on the (dimensionless) displacement gradient; the default 0.1
         treats strains above 10 % linearly.
       spacing: voxel size in mm (physical displacement gradient), or ``None``.
+      mask: optional ``[B, *S]`` / ``[B, *S, 1]`` weights in ``[0, 1]``: the differences along
+        axis ``i`` are weighted by ``m[x] m[x + e_i]``, as in :func:`diffusion`
+        (``scheme="forward"``).
 
     Returns:
       ``[B]``.
@@ -345,6 +421,7 @@ def huber_smoothness(
     _check_min_size(disp, 2, "huber_smoothness")
     h = _units(disp, spacing, False)
     u = _to_units(disp, h)
+    mask = _field_mask(mask, disp)
     total = 0.0
     for i in range(ndim):
         d = _forward_diff(u, i)
@@ -352,12 +429,16 @@ def huber_smoothness(
             d = d / h[i]
         a = jnp.abs(d)
         rho = jnp.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
-        total = total + per_example_mean(rho)
+        total = total + masked_mean(rho, _forward_weight(mask, i))
     return total / ndim
 
 
 def jacobian_folding(
-    disp: jnp.ndarray, *, spacing: SpacingLike = None, eps: float = 0.0
+    disp: jnp.ndarray,
+    *,
+    spacing: SpacingLike = None,
+    eps: float = 0.0,
+    mask: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
     """Folding penalty: mean of ``relu(eps - J)`` over voxels, ``J = det(I + ∇u)``.
 
@@ -378,6 +459,13 @@ def jacobian_folding(
       disp: ``[B, *S, D]`` displacement field in voxels.
       spacing: voxel size in mm (validated; no effect, see above).
       eps: margin; penalise ``J < eps``.
+      mask: optional ``[B, *S]`` / ``[B, *S, 1]`` weights in ``[0, 1]`` (module docstring):
+        ``relu(eps - J(x))`` is weighted by ``m[x] Π_i m[x - e_i] m[x + e_i]``, the voxel and
+        every neighbour its determinant reads, where a neighbour past the image border is
+        replaced by ``x`` itself (the one-sided border difference reads ``x``), so every weight
+        has ``2D + 1`` factors. For a box mask this is the mean over the box less its faces
+        inside the image (faces on the image border are kept) of the full field's ``J`` —
+        not the loss of the cropped field, whose border determinants are one-sided.
 
     Returns:
       ``[B]``.
@@ -392,8 +480,12 @@ def jacobian_folding(
     """
     disp = _as_field(disp)
     _units(disp, spacing, False)  # validate only: the determinant is spacing-invariant
+    mask = _field_mask(mask, disp)
     jac = jacobian_determinant(disp)
-    return per_example_mean(jax.nn.relu(eps - jac))
+    ndim = disp.ndim - 2
+    taps = [_tap(ndim, {})] + [_tap(ndim, {i: o}) for i in range(ndim) for o in (1, -1)]
+    weight = _weight(mask, taps, edge=True)
+    return masked_mean(jax.nn.relu(eps - jac), None if weight is None else weight[..., 0])
 
 
 def _degree(shape: tuple[int, ...]) -> np.ndarray:
@@ -409,8 +501,19 @@ def _degree(shape: tuple[int, ...]) -> np.ndarray:
     return deg
 
 
+def _support_degree(mask: jnp.ndarray) -> jnp.ndarray:
+    """Number of face neighbours inside the grid where ``mask > 0``, ``[B, *S, 1]``."""
+    ndim = mask.ndim - 2
+    support = jnp.pad((mask > 0).astype(mask.dtype), [(0, 0)] + [(1, 1)] * ndim + [(0, 0)])
+    return sum(_window(support, {i: o}, 1) for i in range(ndim) for o in (1, -1))
+
+
 def velocity_kl(
-    mean: jnp.ndarray, log_var: jnp.ndarray, *, prior_lambda: float = 10.0
+    mean: jnp.ndarray,
+    log_var: jnp.ndarray,
+    *,
+    prior_lambda: float = 10.0,
+    mask: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
     """KL term of probabilistic diffeomorphic VoxelMorph (Dalca et al. 2018/2019).
 
@@ -439,6 +542,12 @@ def velocity_kl(
       mean: ``[B, *S, D]`` velocity mean ``μ`` (voxels).
       log_var: ``[B, *S, D]`` log-variance ``log σ²``.
       prior_lambda: prior precision ``λ`` (VoxelMorph default 10).
+      mask: optional ``[B, *S]`` / ``[B, *S, 1]`` weights in ``[0, 1]`` (module docstring): the
+        prior becomes the Laplacian prior of the grid graph restricted to the mask's support
+        ``m > 0`` (``𝐃(x)`` counts the neighbours inside the support), the σ term is averaged
+        with weights ``m(x)`` and each axis of the precision term with ``m[x] m[x + e_i]``.
+        A box mask gives the unmasked KL of the fields cropped to the box; a soft mask that is
+        nowhere 0 keeps the full grid's degrees and only weights the averages.
 
     Returns:
       ``[B]``.
@@ -460,11 +569,15 @@ def velocity_kl(
         )
     ndim = mean.ndim - 2
     _check_min_size(mean, 2, "velocity_kl")
-    deg = jnp.asarray(_degree(tuple(mean.shape[1:-1]))[None, ..., None], dtype=mean.dtype)
-    sigma_term = per_example_mean(prior_lambda * deg * jnp.exp(log_var) - log_var)
+    mask = _field_mask(mask, mean)
+    if mask is None:
+        deg = jnp.asarray(_degree(tuple(mean.shape[1:-1]))[None, ..., None], dtype=mean.dtype)
+    else:
+        deg = _support_degree(mask)
+    sigma_term = masked_mean(prior_lambda * deg * jnp.exp(log_var) - log_var, mask)
     prec = 0.0
     for i in range(ndim):
         d = _forward_diff(mean, i)
-        prec = prec + per_example_mean(d * d)
+        prec = prec + masked_mean(d * d, _forward_weight(mask, i))
     prec = 0.5 * prec / ndim
     return 0.5 * ndim * (sigma_term + prior_lambda * prec)
