@@ -36,6 +36,7 @@ from scipy import ndimage
 
 __all__ = [
     "assd",
+    "boundary_band",
     "dice_per_channel",
     "dice_per_label",
     "endpoint_error",
@@ -262,6 +263,52 @@ def endpoint_error(disp, gt_disp, *, mask=None, spacing=None) -> float:
             raise ValueError(f"mask shape {m.shape} does not match the fields' {err.shape}")
         err = err[m]
     return float(err.mean()) if err.size else float("nan")
+
+
+def boundary_band(regions, *, width: int = 2, batched: bool = False) -> np.ndarray:
+    """The voxels within ``width`` voxels of a boundary between two regions of a region map.
+
+    Voxel ``x`` is in the band iff some voxel ``y`` of the map with a different value lies
+    within Chebyshev distance ``max_i |x_i - y_i| <= width``; so the band is ``width`` voxels
+    deep on each side of every boundary between two different values (0 included: a body
+    mask's outline is a boundary), and ``2 * width`` voxels wide across a straight one. The
+    image border is not a boundary. ``width = 0`` gives an empty band.
+
+    E.g. the endpoint error of a sliding-motion ground truth, discontinuous where two organs
+    slide along each other, in the band and outside it:
+    ``endpoint_error(u, gt, mask=band)``, ``endpoint_error(u, gt, mask=~band)``.
+
+    Args:
+      regions: integer (or integer-valued) region map ``[*S]``, 2-D or 3-D; with ``batched``
+        a batch of maps ``[B, *S]`` (each map on its own).
+      width: half-width of the band in voxels (``>= 0``).
+      batched: ``regions`` has a leading batch axis.
+
+    Returns:
+      bool array of ``regions``' shape.
+
+    Example:
+      >>> r = np.zeros((10, 10), int); r[:, 5:] = 1  # a vertical boundary between columns 4, 5
+      >>> np.flatnonzero(boundary_band(r, width=2)[0])
+      array([3, 4, 5, 6])
+    """
+    r = np.asarray(regions)
+    if isinstance(width, bool) or int(width) != width or width < 0:
+        raise ValueError(f"width must be an integer >= 0; got {width!r}")
+    width = int(width)
+    spatial = r.ndim - int(batched)
+    if spatial not in (2, 3):
+        raise ValueError(
+            f"regions must be [*S]{' with a batch axis [B, *S]' if batched else ''} with "
+            f"len(S) in (2, 3); got shape {r.shape}"
+            + ("" if batched or r.ndim != 4 else " (pass batched=True for a batch)")
+        )
+    size = (1,) * int(batched) + (2 * width + 1,) * spatial
+    # x is in the band iff its window holds two values (x's own included); mode="nearest"
+    # only repeats values already in the window, so the border adds no boundary
+    hi = ndimage.maximum_filter(r, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(r, size=size, mode="nearest")
+    return hi != lo
 
 
 # --------------------------------------------------------------------------------------------

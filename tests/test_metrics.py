@@ -12,6 +12,7 @@ from scipy.spatial.distance import cdist
 
 from jrs_jax.metrics import (
     assd,
+    boundary_band,
     dice_per_channel,
     dice_per_label,
     endpoint_error,
@@ -565,3 +566,68 @@ def test_endpoint_error_analytic():
         endpoint_error(u, g[:4])
     with pytest.raises(ValueError, match="mask shape"):
         endpoint_error(u, g, mask=np.ones((4, 4)))
+
+
+# --------------------------------------------------------------------------------------------
+# boundary band
+# --------------------------------------------------------------------------------------------
+
+
+def _band_brute_force(r: np.ndarray, width: int) -> np.ndarray:
+    """``x`` in the band iff a voxel of another value lies within Chebyshev distance ``width``."""
+    idx = np.stack(np.meshgrid(*map(np.arange, r.shape), indexing="ij"), -1).reshape(-1, r.ndim)
+    vals = r.reshape(-1)
+    cheb = cdist(idx, idx, metric="chebyshev")
+    return ((cheb <= width) & (vals[:, None] != vals[None, :])).any(1).reshape(r.shape)
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (5, 6, 7)])
+@pytest.mark.parametrize("width", [0, 1, 2, 3])
+def test_boundary_band_matches_brute_force(shape, width):
+    rng = np.random.default_rng(sum(shape) + width)
+    # blocky maps (a coarse random map, upsampled) and noise, with up to 4 values
+    coarse = rng.integers(0, 4, size=tuple(-(-n // 3) for n in shape))
+    blocky = np.kron(coarse, np.ones((3,) * len(shape), int))[tuple(slice(n) for n in shape)]
+    for r in (blocky, rng.integers(0, 3, size=shape), (blocky == 2).astype(np.float32)):
+        band = boundary_band(r, width=width)
+        assert band.dtype == bool and band.shape == r.shape
+        np.testing.assert_array_equal(band, _band_brute_force(r, width))
+    batch = np.stack([blocky, np.roll(blocky, 2, 0)])
+    np.testing.assert_array_equal(
+        boundary_band(batch, width=width, batched=True),
+        np.stack([_band_brute_force(b, width) for b in batch]),
+    )
+
+
+def test_boundary_band_analytic():
+    r = np.zeros((10, 10), int)
+    r[:, 5:] = 3  # a half-plane split between columns 4 and 5
+    band = boundary_band(r)
+    assert band.sum() == 40
+    np.testing.assert_array_equal(np.flatnonzero(band.all(0)), [3, 4, 5, 6])
+    assert not band[:, [0, 1, 2, 7, 8, 9]].any()
+    np.testing.assert_array_equal(np.flatnonzero(boundary_band(r, width=1).any(0)), [4, 5])
+    assert not boundary_band(r, width=0).any()
+    # the image border is no boundary: a constant map, and a map whose one region is a border
+    # row, have bands only around the region boundary
+    assert not boundary_band(np.full((6, 6, 6), 2)).any()
+    r = np.zeros((8, 8), int)
+    r[0] = 1
+    np.testing.assert_array_equal(np.flatnonzero(boundary_band(r, width=2).any(1)), [0, 1, 2])
+    # 3-D: a cube of 4^3 inside a 12^3 background: the band is the 8^3 cube less the 0^3 core
+    r = np.zeros((12, 12, 12), int)
+    r[4:8, 4:8, 4:8] = 1
+    assert boundary_band(r, width=2).sum() == 8**3
+    assert boundary_band(r, width=1).sum() == 6**3 - 2**3
+    assert boundary_band(r.astype(bool), width=1).sum() == 6**3 - 2**3
+
+
+def test_boundary_band_argument_checks():
+    with pytest.raises(ValueError, match="width"):
+        boundary_band(np.zeros((4, 4)), width=-1)
+    with pytest.raises(ValueError, match="width"):
+        boundary_band(np.zeros((4, 4)), width=1.5)
+    with pytest.raises(ValueError, match="batched=True"):
+        boundary_band(np.zeros((2, 4, 4, 4)))
+    with pytest.raises(ValueError, match="len"):
+        boundary_band(np.zeros((2, 4)), batched=True)
