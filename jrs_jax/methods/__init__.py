@@ -8,16 +8,28 @@ equations on top of :mod:`jrs_jax.spatial`, :mod:`jrs_jax.losses`, :mod:`jrs_jax
 from .adversarial_jrs import AdversarialJRS
 from .base import EVAL_MODES, TASKS, Method, MissingInput
 from .cross_stitch import CrossStitchJRS
+from .ddir import DDIR
 from .deepatlas import DeepAtlas, update_counts
 from .deeprs import DeepRS
 from .jrss import JRSS
+from .sddir import SDDIR
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
 
 #: Method classes by config name.
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (VoxelMorph, UNetSeg, DeepAtlas, AdversarialJRS, DeepRS, CrossStitchJRS, JRSS)
+    for cls in (
+        VoxelMorph,
+        UNetSeg,
+        DeepAtlas,
+        AdversarialJRS,
+        DeepRS,
+        CrossStitchJRS,
+        JRSS,
+        DDIR,
+        SDDIR,
+    )
 }
 
 
@@ -38,9 +50,11 @@ def get_method(name: str) -> type[Method]:
 
 
 __all__ = [
+    "DDIR",
     "EVAL_MODES",
     "JRSS",
     "METHODS",
+    "SDDIR",
     "TASKS",
     "AdversarialJRS",
     "CrossStitchJRS",
