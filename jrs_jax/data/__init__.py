@@ -1,5 +1,6 @@
 """Data input/output and host-side preprocessing (numpy): NIfTI volumes and the built-in
-synthetic anatomy (:mod:`jrs_jax.data.synthetic`), Learn2Reg ``dataset.json`` reading and
+synthetic anatomy (:mod:`jrs_jax.data.synthetic`) and scenarios (:mod:`jrs_jax.data.scenarios`,
+e.g. sliding organs: :mod:`jrs_jax.data.sliding`), Learn2Reg ``dataset.json`` reading and
 writing (:mod:`jrs_jax.data.learn2reg`), ANTs warp files (:mod:`jrs_jax.data.ants`).
 
 See :mod:`jrs_jax.data.nifti` for the conventions (RAS+ canonical orientation on load, its
@@ -40,6 +41,12 @@ from .sampling import (
     subject_batch,
     within_subject_pairs,
 )
+from .sliding import (
+    fill_organs,
+    make_sliding_subjects,
+    sliding_pair_field,
+    write_sliding_dataset,
+)
 from .synthetic import make_subjects, make_template, write_learn2reg_dataset
 
 __all__ = [
@@ -58,6 +65,7 @@ __all__ = [
     "check_pair",
     "crop_or_pad",
     "draw_distinct",
+    "fill_organs",
     "labelled_case_pairs",
     "load_ants_warp",
     "load_folder",
@@ -66,6 +74,7 @@ __all__ = [
     "load_learn2reg",
     "load_multilabel",
     "load_subject",
+    "make_sliding_subjects",
     "make_subjects",
     "make_template",
     "normalize_intensity",
@@ -76,9 +85,11 @@ __all__ = [
     "save_image",
     "sequence_batch",
     "sequence_windows",
+    "sliding_pair_field",
     "subject_batch",
     "uncrop",
     "within_subject_pairs",
     "write_learn2reg",
     "write_learn2reg_dataset",
+    "write_sliding_dataset",
 ]

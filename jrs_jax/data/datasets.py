@@ -150,6 +150,20 @@ def _check_field_header(path: str, ref: Volume, file_shape, file_affine, ndim: i
         )
 
 
+def _load_pair_field(path: str, fixed: Subject, ndim: int, fields: bool | str):
+    """A pair's ground-truth file on the fixed subject's grid: checked from the header and
+    deferred (``fields="lazy"``) or loaded (``True``), with the checks of subject fields."""
+    shape3 = fixed.shape if ndim == 3 else (*fixed.shape, 1)
+    ref = Volume(
+        data=np.broadcast_to(np.uint8(0), shape3), affine=fixed.affine, path=fixed.image_path
+    )
+    if fields == "lazy":
+        file_shape, file_affine = _header(fixed.image_path)
+        _check_field_header(path, ref, file_shape, file_affine, ndim)
+        return _DeferredField(path, ref, ndim)
+    return _load_field(path, ref, ndim)
+
+
 @dataclasses.dataclass(frozen=True)
 class _DeferredField:
     """Loads one displacement file when called (picklable: no closures)."""
@@ -276,6 +290,12 @@ class Dataset:
       label_format: ``"integer"`` (label maps int32 ``[*S]``) or ``"multi"`` (uint8
         ``[*S, K]`` binary channels).
       label_names: ``{label or channel index: name}`` from the JSON's ``labels``, or ``None``.
+      pair_fields: pair-level ground truth ``{(fixed, moving): float32 [*S, D]}`` (voxels
+        along array axes, pull-back on the fixed grid: ``warp(moving, u) ~ fixed``), for data
+        where composing subject fields through a common reference is not exact (e.g. sliding
+        organs, :mod:`jrs_jax.data.sliding`). Learn2Reg: ``registration_val`` entries'
+        ``disp``. Values may be deferred (loaded on first :meth:`pair_field`); read them
+        with :meth:`pair_field`, not directly.
     """
 
     subjects: tuple[Subject, ...]
@@ -284,12 +304,21 @@ class Dataset:
     modalities: tuple[str, ...] = ()
     label_format: str = "integer"
     label_names: dict[int, str] | None = None
+    pair_fields: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.label_format not in LABEL_FORMATS:
             raise ValueError(
                 f"label_format must be one of {LABEL_FORMATS}; got {self.label_format!r}"
             )
+        n = len(self.subjects)
+        pair_fields = {}
+        for pair, value in dict(self.pair_fields or {}).items():
+            f, m = (int(i) for i in pair)
+            if not (0 <= f < n and 0 <= m < n):
+                raise ValueError(f"pair_fields key {pair} out of range for {n} subjects")
+            pair_fields[(f, m)] = value
+        object.__setattr__(self, "pair_fields", pair_fields)
         mods = tuple(self.modalities) or _default_modalities(self.subjects)
         object.__setattr__(self, "modalities", mods)
         if self.subjects and len(mods) != self.subjects[0].num_channels:
@@ -337,6 +366,33 @@ class Dataset:
     def has_fields(self) -> bool:
         """Whether every subject has both ground-truth fields (not loading them)."""
         return bool(self.subjects) and all(s.has_field for s in self.subjects)
+
+    def has_pair_field(self, fixed: int, moving: int) -> bool:
+        """Whether the pair ``(fixed, moving)`` has a stored pair-level ground truth (not
+        loading it)."""
+        return self.pair_fields.get((int(fixed), int(moving))) is not None
+
+    def pair_field(self, fixed: int, moving: int) -> np.ndarray | None:
+        """The stored ground truth float32 ``[*S, D]`` of the pair ``(fixed, moving)``
+        (``warp(moving, u) ~ fixed``; read from disk on first access and cached), or
+        ``None``. Subject-field composition is :func:`~jrs_jax.data.pair_batch`'s fallback,
+        not this method's."""
+        key = (int(fixed), int(moving))
+        value = self.pair_fields.get(key)
+        if isinstance(value, _DeferredField):
+            value = value()
+            self.pair_fields[key] = value
+        return value
+
+    def has_ground_truth(self, pairs) -> bool:
+        """Whether ``pair_batch(self, pairs, fields=True)`` can give the ground truth of every
+        ``(fixed, moving)`` row of ``pairs`` (a stored pair field, or both subjects' fields),
+        not loading any field; ``False`` for no pairs."""
+        rows = np.asarray(pairs, np.int64).reshape(-1, 2)
+        return len(rows) > 0 and all(
+            self.has_pair_field(f, m) or (self.subjects[f].has_field and self.subjects[m].has_field)
+            for f, m in rows.tolist()
+        )
 
     def training(self) -> list[int]:
         """Indices of the training (not held-out) subjects."""

@@ -15,7 +15,11 @@ The JSON (paths relative to the JSON file's folder; absolute paths are kept)::
          "subject": "patient_07", "time": 2},       # optional (longitudinal data)
         ...
       ],
-      "registration_val": [{"fixed": ..., "moving": ...}, ...],
+      "registration_val": [
+        {"fixed": ..., "moving": ...,
+         "disp": "./fieldsVal/<fixed>_<moving>_disp.nii.gz"},   # optional pair ground truth
+        ...
+      ],
       "jrs_jax": {                                  # optional, this library's extensions
         "ndim": 2,                                  # 2-D data stored as [H, W, 1] files
         "label_format": "multi",                    # K-channel binary label maps
@@ -39,6 +43,13 @@ Ground-truth fields (``jrs_jax.fields`` ``disp`` / ``disp_inv``, or entry keys `
 ``field_inv``) are ``[*S3, D]`` files in voxels along array axes; ``Subject.field`` pulls a
 common reference onto the scan and ``Subject.field_inv`` the reverse (the direction of
 :mod:`jrs_jax.data.synthetic`).
+
+Pair ground truth (``registration_val`` entries' ``disp``): a ``[*S3, D]`` file on the
+*fixed* image's grid, voxels along array axes, pull-back (``warp(moving, disp) ~ fixed``),
+read like the subject fields (same header checks, lazily by default) into
+``Dataset.pair_fields[(fixed, moving)]``. It is the ground truth of that pair where the
+composition of subject fields through a reference is not exact (sliding organs:
+:mod:`jrs_jax.data.sliding`); :func:`~jrs_jax.data.pair_batch` prefers it.
 """
 
 from __future__ import annotations
@@ -51,7 +62,15 @@ import tempfile
 
 import numpy as np
 
-from .datasets import LABEL_FORMATS, Dataset, Subject, _check_ndim, _check_shapes, _load_scan
+from .datasets import (
+    LABEL_FORMATS,
+    Dataset,
+    Subject,
+    _check_ndim,
+    _check_shapes,
+    _load_pair_field,
+    _load_scan,
+)
 from .errors import DataError
 from .nifti import save_image
 
@@ -135,8 +154,9 @@ def load_learn2reg(
     of first appearance); their labels (masks) are taken from the file of the same name in
     ``labelsTr`` (``masksTr``) next to the image's ``imagesTr`` folder when it exists (for
     validation Dice), else ``None``. ``Dataset.val_pairs`` holds the pairs as ``(fixed,
-    moving)`` subject indices. Every optional piece (channels, multi-label maps, masks,
-    fields, subject / time) is absent unless the JSON gives it.
+    moving)`` subject indices, ``Dataset.pair_fields`` their ``disp`` files (pair ground
+    truth, on the fixed image's grid). Every optional piece (channels, multi-label maps,
+    masks, fields, subject / time) is absent unless the JSON gives it.
 
     Args:
       json_path: the ``dataset.json``.
@@ -146,8 +166,9 @@ def load_learn2reg(
         must be ``[H, W, 1]`` and are squeezed to ``[H, W]``.
       fields: ground-truth displacement files: ``"lazy"`` (default) checks their header
         (shape, affine) now and reads the voxels on first access of ``Subject.field`` /
-        ``field_inv`` (they serve evaluation only, and reading them would double the load
-        time); ``True`` reads them now; ``False`` ignores them.
+        ``field_inv`` / :meth:`~jrs_jax.data.Dataset.pair_field` (they serve evaluation
+        only, and reading them would double the load time); ``True`` reads them now;
+        ``False`` ignores them (subject and pair fields alike).
 
     Raises:
       DataError: (message starting with the JSON file) missing / invalid JSON, no
@@ -322,6 +343,7 @@ def load_learn2reg(
         )
 
     pairs: list[tuple[int, int]] = []
+    pair_disp: list[tuple[int, str]] = []  # (index into pairs, resolved disp file)
     val = meta.get("registration_val", []) or []
     if not isinstance(val, list):
         raise DataError(jp, f"'registration_val' must be a list; got {type(val).__name__}")
@@ -356,6 +378,8 @@ def load_learn2reg(
                     )
                 )
             ij.append(index[key])
+        if fields is not False and pair.get("disp"):
+            pair_disp.append((len(pairs), resolve(pair["disp"], f"{where} disp")))
         pairs.append((ij[0], ij[1]))
 
     if any(s["explicit"] for s in scans):
@@ -394,6 +418,15 @@ def load_learn2reg(
             raise DataError(exc.path, f"{exc.problem} ({json_name} {s['where']})") from exc
     subjects = tuple(subjects)
     _check_shapes(subjects, jp)
+    pair_fields = {}
+    for k, p in pair_disp:
+        f, m = pairs[k]
+        try:
+            pair_fields[(f, m)] = _load_pair_field(p, subjects[f], ndim, fields)
+        except DataError as exc:
+            raise DataError(
+                exc.path, f"{exc.problem} ({json_name} registration_val[{k}] disp)"
+            ) from exc
     if label_format == "multi":
         ref = None
         for s, sub in zip(scans, subjects, strict=True):
@@ -415,6 +448,7 @@ def load_learn2reg(
         modalities=modalities or (),
         label_format=label_format,
         label_names=_label_names(meta.get("labels")),
+        pair_fields=pair_fields,
     )
 
 
@@ -479,6 +513,8 @@ def write_learn2reg(
         masksTr/N.nii.gz                    int32 region map
         fieldsTr/<case>_disp.nii.gz         Subject.field     (<case>: N without a trailing
         fieldsTr/<case>_disp_inv.nii.gz     Subject.field_inv  _NNNN channel suffix)
+        fieldsVal/<fixed>_<moving>_disp.nii.gz   Dataset.pair_fields (<fixed>, <moving>: the
+                                                 pair's cases), on the fixed image's grid
 
     Training subjects (``held_out=False``, in order) are the ``training`` entries, with
     ``label`` / ``mask`` keys when they have them and ``subject`` / ``time`` keys when these
@@ -487,7 +523,9 @@ def write_learn2reg(
     folders the reader guesses; ``dataset.val_pairs`` become ``registration_val``. The
     reader loads held-out subjects in order of first appearance in ``registration_val``
     only, so a round trip keeps the subject order when the pairs reference every held-out
-    subject, first appearances in order. Fields are listed in ``jrs_jax.fields``.
+    subject, first appearances in order. Fields are listed in ``jrs_jax.fields``, pair
+    fields as the ``disp`` of their ``registration_val`` entries (every key of
+    ``dataset.pair_fields`` must be one of ``dataset.val_pairs``).
 
     Args:
       root: output folder (created).
@@ -508,6 +546,13 @@ def write_learn2reg(
     if dup:
         raise ValueError(f"subject names must be unique; repeated: {dup}")
     ndim, c = dataset.ndim, dataset.num_channels
+    val_pairs = [(int(f), int(m)) for f, m in dataset.val_pairs]
+    stray = [p for p in dataset.pair_fields if p not in val_pairs]
+    if stray:
+        raise ValueError(
+            f"pair_fields {stray[:3]} are not validation pairs; only registration_val pairs "
+            "can carry a pair field in the Learn2Reg layout"
+        )
     rel = {}
     for i, s in enumerate(subs):
         affine = np.asarray(s.affine, np.float64)
@@ -540,6 +585,19 @@ def write_learn2reg(
         if s.time != 0:
             out["time"] = int(s.time)
         return out
+
+    pair_rel = {}
+    for f, m in val_pairs:
+        if (f, m) in pair_rel or not dataset.has_pair_field(f, m):
+            continue
+        fname = f"{_case(subs[f].name)}_{_case(subs[m].name)}_disp.nii.gz"
+        pair_rel[(f, m)] = f"./fieldsVal/{fname}"
+        save_image(
+            os.path.join(root, "fieldsVal", fname),
+            _to_file(dataset.pair_field(f, m), ndim),
+            affine=np.asarray(subs[f].affine, np.float64),
+            dtype=np.float32,
+        )
 
     training, heldout = [], []
     for i, s in enumerate(subs):
@@ -584,7 +642,9 @@ def write_learn2reg(
             "training": training,
             "test": [],
             "registration_val": [
-                {"fixed": rel[int(f)], "moving": rel[int(m)]} for f, m in dataset.val_pairs
+                {"fixed": rel[f], "moving": rel[m]}
+                | ({"disp": pair_rel[(f, m)]} if (f, m) in pair_rel else {})
+                for f, m in val_pairs
             ],
             "jrs_jax": block,
         }

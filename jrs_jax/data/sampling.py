@@ -258,20 +258,35 @@ def _compose_jit():
 
 
 def _gt_displacements(dataset: Dataset, pairs: np.ndarray) -> np.ndarray:
-    missing = [
-        int(i)
-        for i in dict.fromkeys(pairs.reshape(-1).tolist())
-        if not dataset.subjects[int(i)].has_field
-    ]
-    if missing:
-        s = dataset.subjects[missing[0]]
-        raise ValueError(
-            f"fields=True needs the ground-truth fields of every subject of the batch; subject "
-            f"{missing[0]} ({s.name!r}) has none ({len(missing)} such subjects)"
-        )
-    u = np.stack([dataset.subjects[int(f)].field for f in pairs[:, 0]])
-    v = np.stack([dataset.subjects[int(m)].field_inv for m in pairs[:, 1]])
-    return np.asarray(_compose_jit()(u, v), np.float32)
+    """Per row: the stored pair field (:meth:`Dataset.pair_field`) if there is one, else
+    ``compose(fixed.field, moving.field_inv)``."""
+    rows = [(int(f), int(m)) for f, m in pairs]
+    stored = [dataset.has_pair_field(f, m) for f, m in rows]
+    composed = [b for b, (f, m) in enumerate(rows) if not stored[b]]
+    for b in composed:
+        f, m = rows[b]
+        lacking = [i for i in (f, m) if not dataset.subjects[i].has_field]
+        if lacking:
+            s = dataset.subjects[lacking[0]]
+            bad = sum(
+                not (dataset.subjects[f2].has_field and dataset.subjects[m2].has_field)
+                for f2, m2 in (rows[c] for c in composed)
+            )
+            raise ValueError(
+                f"fields=True needs the ground truth of every pair of the batch; pair "
+                f"(fixed={f}, moving={m}) ({dataset.subjects[f].name!r} <- "
+                f"{dataset.subjects[m].name!r}) has no pair field and subject {lacking[0]} "
+                f"({s.name!r}) has none of the subject fields to compose ({bad} such pairs)"
+            )
+    out = np.zeros((len(rows), *dataset.shape, dataset.ndim), np.float32)
+    if composed:
+        u = np.stack([dataset.subjects[rows[b][0]].field for b in composed])
+        v = np.stack([dataset.subjects[rows[b][1]].field_inv for b in composed])
+        out[composed] = np.asarray(_compose_jit()(u, v), np.float32)
+    for b, (f, m) in enumerate(rows):
+        if stored[b]:
+            out[b] = dataset.pair_field(f, m)
+    return out
 
 
 def pair_batch(
@@ -291,8 +306,10 @@ def pair_batch(
     ``fixed_has_label``/``moving_has_label`` bool ``[B]``. If the dataset has masks, also
     ``fixed_mask``/``moving_mask`` int32 ``[B, *S]`` and ``fixed_has_mask``/
     ``moving_has_mask`` bool ``[B]``. With ``fields=True``, ``gt_disp`` float32
-    ``[B, *S, D]``: the ground truth ``compose(fixed.field, moving.field_inv)``, with
-    ``warp(moving, gt_disp) ~ fixed`` (``ValueError`` if a subject has no fields).
+    ``[B, *S, D]``: the ground truth with ``warp(moving, gt_disp) ~ fixed``, the pair's
+    stored field (``Dataset.pair_fields``) when it has one, else ``compose(fixed.field,
+    moving.field_inv)`` (``ValueError`` naming the pair if it has neither;
+    :meth:`Dataset.has_ground_truth` tells beforehand).
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     f = dataset.stack(pairs[:, 0], channels=fixed_channel)

@@ -4,9 +4,10 @@ A scenario is a function ``write(root, *, key, **settings) -> path of dataset.js
 generates a dataset in the Learn2Reg layout, read back by :func:`jrs_jax.data.load_learn2reg`
 like real data. Each scenario is tested for the property it claims to have. ``anatomy`` is
 the built-in population of deformed subjects of one template
-(:func:`jrs_jax.data.write_learn2reg_dataset`); the method-family issues add longitudinal,
-sequence, sliding-motion, two-modality, lesion, small-organ and out-of-distribution
-scenarios here.
+(:func:`jrs_jax.data.write_learn2reg_dataset`); ``sliding`` has organs that slide against
+their surroundings, with region masks and exact pair ground truth
+(:func:`jrs_jax.data.write_sliding_dataset`); the method-family issues add longitudinal,
+sequence, two-modality, lesion, small-organ and out-of-distribution scenarios here.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import os
 import shutil
 from collections.abc import Callable
 
+from .sliding import write_sliding_dataset
 from .synthetic import write_learn2reg_dataset
 
 __all__ = ["SCENARIOS", "get_scenario", "make_scenario"]
 
 #: Scenario writers by name.
-SCENARIOS: dict[str, Callable[..., str]] = {"anatomy": write_learn2reg_dataset}
+SCENARIOS: dict[str, Callable[..., str]] = {
+    "anatomy": write_learn2reg_dataset,
+    "sliding": write_sliding_dataset,
+}
 
 
 def get_scenario(name: str) -> Callable[..., str]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -181,6 +182,72 @@ def _base_means(num_classes: int) -> np.ndarray:
     return np.asarray(means, np.float32)
 
 
+def _render(
+    keys,
+    labels,
+    base_means,
+    intensity_jitter,
+    bias,
+    noise,
+    *,
+    num_classes,
+    bias_spacing,
+    blur_sigma,
+):
+    """Images float32 ``[N, *S, 1]`` of label maps ``[N, *S]``, traced inside the jitted
+    generators: jittered per-label means, partial-volume blur, smooth multiplicative bias,
+    Gaussian noise (the model of :func:`make_subjects`). ``keys``: (mean, bias, noise) keys."""
+    k_mean, k_bias, k_noise = keys
+    n, shape = labels.shape[0], labels.shape[1:]
+    means = base_means[None] + intensity_jitter * jax.random.normal(
+        k_mean, (n, num_classes), jnp.float32
+    )
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [N, *S, K]
+    img = jnp.sum(onehot * means.reshape(n, *([1] * len(shape)), num_classes), -1)[..., None]
+    if blur_sigma > 0:  # partial-volume effect
+        img = gaussian_filter(img, blur_sigma, padding="edge")
+    log_bias = random_velocity(
+        k_bias, shape, batch_size=n, amplitude=bias, control_spacing=bias_spacing
+    )[..., :1]
+    img = img * jnp.exp(log_bias)
+    img = img + noise * jax.random.normal(k_noise, img.shape, jnp.float32)
+    return img.astype(jnp.float32)
+
+
+def _check_template(template) -> np.ndarray:
+    template = np.asarray(template)
+    if template.ndim not in (2, 3) or template.dtype.kind not in "iu":
+        raise ValueError(
+            f"template must be an integer [*S] label map with 2 or 3 axes; got "
+            f"{template.dtype} {template.shape}"
+        )
+    return template
+
+
+def _check_means(label_means, num_classes: int) -> np.ndarray:
+    """``label_means`` (default: :func:`_base_means`) as float32 ``[K]``."""
+    if label_means is None:
+        return _base_means(num_classes)
+    means = np.asarray(label_means, np.float32)
+    if means.shape != (num_classes,) or not np.all(np.isfinite(means)):
+        raise ValueError(
+            f"label_means must hold one finite value per class 0..{num_classes - 1} "
+            f"({num_classes} values); got {list(np.ravel(label_means))}"
+        )
+    return means
+
+
+def _render_args(shape, *, intensity_jitter, bias, bias_spacing, noise, blur_sigma):
+    """``(traced, static)`` arguments of :func:`_render` from the public settings:
+    ``(intensity_jitter, bias, noise)`` as float32 scalars, ``{bias_spacing, blur_sigma}``."""
+    traced = (jnp.float32(intensity_jitter), jnp.float32(bias), jnp.float32(noise))
+    static = dict(
+        bias_spacing=int(bias_spacing) if bias_spacing is not None else max(4, max(shape) // 2),
+        blur_sigma=float(blur_sigma),
+    )
+    return traced, static
+
+
 @partial(
     jax.jit,
     static_argnames=(
@@ -218,20 +285,18 @@ def _subjects_impl(
     u_inv = integrate_velocity(-v, steps=steps)
     tmpl = jnp.broadcast_to(template[None], (n, *shape))
     labels = warp_labels(tmpl, u, num_classes=num_classes, mode="nearest")
-
-    means = base_means[None] + intensity_jitter * jax.random.normal(
-        k_mean, (n, num_classes), jnp.float32
+    img = _render(
+        (k_mean, k_bias, k_noise),
+        labels,
+        base_means,
+        intensity_jitter,
+        bias,
+        noise,
+        num_classes=num_classes,
+        bias_spacing=bias_spacing,
+        blur_sigma=blur_sigma,
     )
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [N, *S, K]
-    img = jnp.sum(onehot * means.reshape(n, *([1] * len(shape)), num_classes), -1)[..., None]
-    if blur_sigma > 0:  # partial-volume effect
-        img = gaussian_filter(img, blur_sigma, padding="edge")
-    log_bias = random_velocity(
-        k_bias, shape, batch_size=n, amplitude=bias, control_spacing=bias_spacing
-    )[..., :1]
-    img = img * jnp.exp(log_bias)
-    img = img + noise * jax.random.normal(k_noise, img.shape, jnp.float32)
-    return img.astype(jnp.float32), labels.astype(jnp.int32), u, u_inv
+    return img, labels.astype(jnp.int32), u, u_inv
 
 
 def make_subjects(
@@ -296,39 +361,31 @@ def make_subjects(
       >>> s["images"].shape, s["labels"].shape, s["disp"].shape
       ((2, 32, 32, 1), (2, 32, 32), (2, 32, 32, 2))
     """
-    template = np.asarray(template)
-    if template.ndim not in (2, 3) or template.dtype.kind not in "iu":
-        raise ValueError(
-            f"template must be an integer [*S] label map with 2 or 3 axes; got "
-            f"{template.dtype} {template.shape}"
-        )
+    template = _check_template(template)
     if int(num_subjects) < 1:
         raise ValueError(f"num_subjects must be >= 1; got {num_subjects}")
     shape = template.shape
     num_classes = int(template.max()) + 1
-    if label_means is None:
-        means = _base_means(num_classes)
-    else:
-        means = np.asarray(label_means, np.float32)
-        if means.shape != (num_classes,) or not np.all(np.isfinite(means)):
-            raise ValueError(
-                f"label_means must hold one finite value per class 0..{num_classes - 1} "
-                f"({num_classes} values); got {list(np.ravel(label_means))}"
-            )
+    means = _check_means(label_means, num_classes)
+    traced, static = _render_args(
+        shape,
+        intensity_jitter=intensity_jitter,
+        bias=bias,
+        bias_spacing=bias_spacing,
+        noise=noise,
+        blur_sigma=blur_sigma,
+    )
     img, lab, u, u_inv = _subjects_impl(
         key,
         jnp.asarray(template, jnp.int32),
         jnp.asarray(means),
         jnp.float32(amplitude),
-        jnp.float32(intensity_jitter),
-        jnp.float32(bias),
-        jnp.float32(noise),
+        *traced,
         num_subjects=int(num_subjects),
         num_classes=num_classes,
         control_spacing=int(control_spacing),
-        bias_spacing=int(bias_spacing) if bias_spacing is not None else max(4, max(shape) // 2),
-        blur_sigma=float(blur_sigma),
         steps=int(steps),
+        **static,
     )
     return {
         "images": np.asarray(img, np.float32),
@@ -415,6 +472,50 @@ def write_learn2reg_dataset(
       >>> json.load(open(p))["numTraining"]
       4
     """
+    lay = _layout(shape, num_subjects, num_labelled, num_heldout, num_val_pairs, spacing)
+    key, seed = _as_key(key)
+    k_template, k_subjects, k_pairs = jax.random.split(key, 3)
+    template = make_template(k_template, lay.shape, num_labels=num_labels)
+    subjects = make_subjects(k_subjects, template, num_subjects=lay.n, **subject_kwargs)
+    settings = {k: (v if np.isscalar(v) else list(v)) for k, v in subject_kwargs.items()}
+    return _write_population(
+        root,
+        lay,
+        template=template,
+        images=subjects["images"],
+        labels=subjects["labels"],
+        pairs=_val_pairs(k_pairs, lay),
+        fields=(subjects["disp"], subjects["disp_inv"]),
+        name=name,
+        description="jrs_jax synthetic anatomy (jrs_jax.data.synthetic)",
+        extra={
+            "generator": "jrs_jax.data.synthetic",
+            "seed": seed,
+            **_layout_info(lay, num_labels),
+            "subject_settings": settings,
+            "disp_convention": (
+                "voxels along array axes; labels_i = warp_labels(template, disp_i, "
+                "mode='nearest'); warp(image_i, disp_inv_i) is in template space"
+            ),
+        },
+    )
+
+
+class _Layout(NamedTuple):
+    """Checked population settings of a Learn2Reg writer."""
+
+    shape: tuple[int, ...]
+    n: int  # subjects
+    h: int  # held out (the last h)
+    n_train: int
+    n_lab: int  # labelled training subjects (the first n_lab)
+    n_pairs: int  # registration_val pairs
+    spacing: list[float]  # as given: ndim (or 3) values
+    spacing3: list[float]  # of the 3-D file grid
+    affine: np.ndarray
+
+
+def _layout(shape, num_subjects, num_labelled, num_heldout, num_val_pairs, spacing) -> _Layout:
     shape = _check_shape(shape)
     ndim = len(shape)
     n = int(num_subjects)
@@ -432,73 +533,84 @@ def write_learn2reg_dataset(
     if len(sp) not in (ndim, 3) or min(sp) <= 0:
         raise ValueError(f"spacing must be positive, one value or one per axis; got {spacing}")
     sp3 = [*sp, 1.0] if len(sp) == 2 else sp[:3]
-    affine = np.diag([*sp3, 1.0])
+    return _Layout(shape, n, h, n_train, n_lab, n_pairs, sp, sp3, np.diag([*sp3, 1.0]))
 
-    key, seed = _as_key(key)
-    k_template, k_subjects, k_pairs = jax.random.split(key, 3)
-    template = make_template(k_template, shape, num_labels=num_labels)
-    subjects = make_subjects(k_subjects, template, num_subjects=n, **subject_kwargs)
 
-    heldout = list(range(n_train, n))
+def _layout_info(lay: _Layout, num_labels: int) -> dict:
+    """The ``jrs_jax`` block entries every synthetic writer records."""
+    return {
+        "ndim": len(lay.shape),
+        "shape": list(lay.shape),
+        "spacing": lay.spacing,
+        "num_subjects": lay.n,
+        "num_labelled": lay.n_lab,
+        "num_heldout": lay.h,
+        "num_labels": int(num_labels),
+        "template": _TEMPLATE_REL,
+    }
+
+
+def _val_pairs(key, lay: _Layout) -> list[tuple[int, int]]:
+    """``n_pairs`` distinct ordered pairs of held-out subjects, shuffled with ``key``."""
+    heldout = list(range(lay.n_train, lay.n))
     all_pairs = [(f, m) for f in heldout for m in heldout if f != m]
-    order = np.asarray(jax.random.permutation(k_pairs, len(all_pairs)))
-    pairs = [all_pairs[j] for j in order[:n_pairs]]
+    order = np.asarray(jax.random.permutation(key, len(all_pairs)))
+    return [all_pairs[j] for j in order[: lay.n_pairs]]
 
+
+_TEMPLATE_REL = "./template/template_0000.nii.gz"
+
+
+def _write_population(
+    root,
+    lay: _Layout,
+    *,
+    template: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    pairs: Sequence[tuple[int, int]],
+    name: str,
+    description: str,
+    extra: dict,
+    masks: np.ndarray | None = None,
+    fields: tuple[np.ndarray, np.ndarray] | None = None,
+    pair_fields: dict | None = None,
+) -> str:
+    """Write a synthetic population (subject ``i`` named ``sub_NNNN_0000``) with its template
+    through :func:`~jrs_jax.data.write_learn2reg`; returns the path of ``dataset.json``."""
+    ndim = len(lay.shape)
+    n_lab, n_train = lay.n_lab, lay.n_train
     # every subject keeps its labels on disk (labelsTr); only the first n_lab training
     # subjects list them in the JSON, the held-out ones get them by the labelsTr guess.
     subjects_ = tuple(
         Subject(
             name=f"sub_{i:04d}_0000",
-            image=subjects["images"][i],
-            labels=subjects["labels"][i] if (i < n_lab or i >= n_train) else None,
-            affine=affine,
-            spacing=tuple(sp3[:ndim]),
+            image=images[i],
+            labels=labels[i] if (i < n_lab or i >= n_train) else None,
+            affine=lay.affine,
+            spacing=tuple(lay.spacing3[:ndim]),
             image_path="",
             held_out=i >= n_train,
-            field=subjects["disp"][i],
-            field_inv=subjects["disp_inv"][i],
+            mask=None if masks is None else masks[i],
+            field=None if fields is None else fields[0][i],
+            field_inv=None if fields is None else fields[1][i],
         )
-        for i in range(n)
+        for i in range(lay.n)
     )
     dataset = Dataset(
         subjects=subjects_,
         val_pairs=tuple(pairs),
         modalities=("synthetic",),
         label_names={int(k): v for k, v in _label_names(int(template.max()) + 1).items()},
+        pair_fields=dict(pair_fields or {}),
     )
     root = os.fspath(root)
     for i in range(n_lab, n_train):  # unlabelled training subjects: labels on disk anyway
         p = os.path.join(root, "labelsTr", f"{subjects_[i].name}.nii.gz")
-        save_image(p, _to_file(subjects["labels"][i], ndim), affine=affine)
-    template_rel = "./template/template_0000.nii.gz"
+        save_image(p, _to_file(labels[i], ndim), affine=lay.affine)
     save_image(
-        os.path.join(root, template_rel[2:]),
+        os.path.join(root, _TEMPLATE_REL[2:]),
         _to_file(template.astype(np.int32), ndim),
-        affine=affine,
+        affine=lay.affine,
     )
-    settings = {k: (v if np.isscalar(v) else list(v)) for k, v in subject_kwargs.items()}
-    extra = {
-        "generator": "jrs_jax.data.synthetic",
-        "seed": seed,
-        "ndim": ndim,
-        "shape": list(shape),
-        "spacing": sp,
-        "num_subjects": n,
-        "num_labelled": n_lab,
-        "num_heldout": h,
-        "num_labels": int(num_labels),
-        "template": template_rel,
-        "subject_settings": settings,
-        "disp_convention": (
-            "voxels along array axes; labels_i = warp_labels(template, disp_i, "
-            "mode='nearest'); warp(image_i, disp_inv_i) is in template space"
-        ),
-    }
-    json_path = write_learn2reg(
-        root,
-        dataset,
-        name=name,
-        description="jrs_jax synthetic anatomy (jrs_jax.data.synthetic)",
-        extra=extra,
-    )
-    return json_path
+    return write_learn2reg(root, dataset, name=name, description=description, extra=extra)
