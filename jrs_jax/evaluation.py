@@ -19,8 +19,12 @@ fixed labels: Dice over the foreground labels (optionally only ``eval.labels``),
 only one of the two maps scoring 0 (as Learn2Reg scores a structure warped out of view), and
 the same Dice before registration (``dice_identity``); field regularity: % of voxels with
 ``det J <= 0`` and Learn2Reg's ``sdlogj``; endpoint error against the ground-truth field when
-the dataset has one; HD95 with ``surface``; a segmentation of the fixed image when the pair
-prediction has one (``seg_probs`` / ``seg_sigmoid``); and the method's own
+the dataset has one (``epe``), and, when it also has region masks (the ground truth of
+sliding-motion data is discontinuous at region boundaries), the endpoint error within
+``eval.boundary_width`` voxels (default 2) of the fixed image's region boundaries and outside
+that band (``epe_boundary``, ``epe_interior``; :func:`jrs_jax.metrics.boundary_band`; NaN for a
+pair whose fixed image has no mask); HD95 with ``surface``; a segmentation of the fixed image
+when the pair prediction has one (``seg_probs`` / ``seg_sigmoid``); and the method's own
 :meth:`~jrs_jax.methods.Method.pair_metrics`.
 
 Segmentation (a ``"segment"`` task) is scored on the labelled held-out subjects, from
@@ -147,7 +151,7 @@ def _pair_batch(dataset: Dataset, pairs: np.ndarray, config: Mapping, mode: str)
             moving_channel=int(config.get("moving_channel", 0)),
             fixed_channel=int(config.get("fixed_channel", 1)),
         )
-    if len(pairs) and all(dataset.subjects[int(i)].has_field for i in np.unique(pairs)):
+    if dataset.has_ground_truth(pairs):
         kwargs["fields"] = True
     return sampling.pair_batch(dataset, pairs, **kwargs)
 
@@ -163,6 +167,7 @@ def _summarise(rows: list[dict], names: Mapping[str, str]) -> dict[str, float]:
 
 def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_size, surface):
     spacing = dataset.subjects[0].spacing if dataset.subjects else None
+    band_width = int(config.get("boundary_width", 2))
     dice = functools.partial(
         label_dice, multi_label=method.multi_label, labels=config.get("labels")
     )
@@ -186,6 +191,12 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
             }
             if "gt_disp" in b:
                 row["epe"] = metrics.endpoint_error(disp[j], b["gt_disp"][j])
+                if "fixed_mask" in b:  # NaN without a mask: every row has the same keys
+                    row["epe_boundary"] = row["epe_interior"] = float("nan")
+                    if b["fixed_has_mask"][j]:
+                        band = metrics.boundary_band(b["fixed_mask"][j], width=band_width)
+                        for key, inside in (("epe_boundary", band), ("epe_interior", ~band)):
+                            row[key] = metrics.endpoint_error(disp[j], b["gt_disp"][j], mask=inside)
             if seg is not None:
                 row["seg_dice"] = dice(seg[j], target)
             if surface and warped.ndim == disp.ndim - 1:
@@ -230,7 +241,8 @@ def evaluate(
 
     Args:
       method: a :class:`~jrs_jax.methods.Method`; its config's ``eval`` section may set
-        ``mode``, ``atlas``, ``labels``, ``moving_channel``, ``fixed_channel``.
+        ``mode``, ``atlas``, ``labels``, ``moving_channel``, ``fixed_channel``,
+        ``boundary_width`` (voxels, default 2: the band of ``val/epe_boundary``).
       variables: its networks' parameters.
       dataset: with held-out subjects (their labels score the results).
       max_pairs: evaluate at most this many registration pairs.
@@ -241,6 +253,9 @@ def evaluate(
     Returns:
       :class:`Evaluation`. Summary keys (when applicable): ``val/reg_dice``,
       ``val/reg_dice_identity``, ``val/folding_percent``, ``val/sdlogj``, ``val/epe``,
+      ``val/epe_boundary`` / ``val/epe_interior`` (with region masks too: the endpoint error
+      within ``boundary_width`` voxels of a region boundary of the fixed mask, Chebyshev
+      distance, and outside that band; the mean over the pairs whose fixed image has a mask),
       ``val/seg_dice``, ``val/mean_dice`` (mean of the two Dice scores, for joint methods),
       ``val/<name>`` of the method's pair metrics, and ``val/reg_hd95`` / ``val/seg_hd95``
       with ``surface``.
@@ -268,6 +283,8 @@ def evaluate(
             "folding_percent": "folding_percent",
             "sdlogj": "sdlogj",
             "epe": "epe",
+            "epe_boundary": "epe_boundary",
+            "epe_interior": "epe_interior",
             "hd95": "reg_hd95",
             "seg_dice": "seg_dice",
         }

@@ -12,8 +12,8 @@ import pytest
 
 from jrs_jax import experiment, metrics
 from jrs_jax.config import apply_overrides, load_config
-from jrs_jax.data import write_learn2reg_dataset
-from jrs_jax.evaluation import evaluate, evaluation_pairs, label_dice
+from jrs_jax.data import Dataset, Subject, write_learn2reg_dataset
+from jrs_jax.evaluation import evaluate, evaluation_pairs, label_dice, write_report
 from jrs_jax.train import variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,3 +116,90 @@ def test_unknown_mode_is_an_error(anatomy):
     method = experiment.build_method(apply_overrides(cfg, ["eval.mode='nope'"]))
     with pytest.raises(ValueError, match=r"eval\.mode must be one of"):
         evaluate(method, variables(method.init(jax.random.key(0))), ds)
+
+
+# --------------------------------------------------------------------------------------------
+# endpoint error near region boundaries (sliding-motion ground truths)
+# --------------------------------------------------------------------------------------------
+
+SIDE = 16
+#: The prediction's error: |e| = 5 in columns 6-9 (the band of width 2 around the boundary
+#: between columns 7 and 8 of the region maps below), |e| = 1 elsewhere.
+ERROR = np.zeros((SIDE, SIDE, 2), np.float32)
+ERROR[..., 1] = 1.0
+ERROR[:, 6:10] = (3.0, 4.0)
+
+
+def _sliding_dataset(*, masks=(True, True, False)) -> Dataset:
+    """Three labelled 2-D subjects with constant ground-truth fields; where ``masks``, a
+    region map split between columns 7 and 8 (lobe 1 | lobe 2)."""
+    regions = np.ones((SIDE, SIDE), np.int32)
+    regions[:, 8:] = 2
+    labels = np.zeros((SIDE, SIDE), np.int32)
+    labels[4:12, 3:13] = 1
+    subjects = [
+        Subject(
+            name=f"s{i}",
+            image=np.full((SIDE, SIDE, 1), 0.1 * i, np.float32),
+            labels=labels,
+            affine=np.eye(4),
+            spacing=(1.0, 1.0),
+            image_path=f"s{i}.nii.gz",
+            held_out=True,
+            mask=regions if has_mask else None,
+            field=np.full((SIDE, SIDE, 2), (0.5 * i, -0.25), np.float32),
+            field_inv=np.full((SIDE, SIDE, 2), (-0.5 * i, 0.25), np.float32),
+        )
+        for i, has_mask in enumerate(masks)
+    ]
+    return Dataset(subjects=tuple(subjects), val_pairs=((0, 1), (1, 2), (2, 0)))
+
+
+@pytest.fixture(scope="module")
+def off_by_error(predict_only):
+    class OffByError(predict_only):
+        """Predicts the ground truth plus :data:`ERROR`."""
+
+        name = "off_by_error"
+        tasks = {"register": ("moving", "fixed", "gt_disp")}  # noqa: RUF012
+
+        def predict(self, variables, batch):
+            return {"disp": batch["gt_disp"] + ERROR, "warped": batch["moving"]}
+
+    return OffByError
+
+
+def test_boundary_and_interior_endpoint_error(off_by_error, tmp_path):
+    ds = _sliding_dataset()
+    method = off_by_error({"eval": {}}, shape=(SIDE, SIDE), num_classes=2)
+    ev = evaluate(method, {}, ds, batch_size=2)  # pairs (0, 1), (1, 2) | (2, 0): two batches
+    by_fixed = {r["fixed"]: r for r in ev.pairs}
+    for name in ("s0", "s1"):  # fixed images with a mask
+        row = by_fixed[name]
+        assert row["epe"] == pytest.approx((4 * 5 + 12 * 1) / 16)
+        assert row["epe_boundary"] == pytest.approx(5.0)
+        assert row["epe_interior"] == pytest.approx(1.0)
+    row = by_fixed["s2"]  # no mask: not scored, same keys
+    assert np.isnan(row["epe_boundary"]) and np.isnan(row["epe_interior"])
+    assert row["epe"] == pytest.approx(2.0)
+    s = ev.summary
+    assert s["val/epe"] == pytest.approx(2.0)
+    assert s["val/epe_boundary"] == pytest.approx(5.0)
+    assert s["val/epe_interior"] == pytest.approx(1.0)
+    assert "boundary" in write_report(ev, str(tmp_path), title="t")  # uniform csv rows
+
+    # eval.boundary_width: a band of columns 7-8 only
+    narrow = off_by_error({"eval": {"boundary_width": 1}}, shape=(SIDE, SIDE), num_classes=2)
+    s = evaluate(narrow, {}, ds).summary
+    assert s["val/epe_boundary"] == pytest.approx(5.0)
+    assert s["val/epe_interior"] == pytest.approx((2 * 5 + 12 * 1) / 14)
+    assert s["val/epe"] == pytest.approx(2.0)
+
+
+def test_no_boundary_endpoint_error_without_masks(off_by_error):
+    ds = _sliding_dataset(masks=(False, False, False))
+    method = off_by_error({"eval": {}}, shape=(SIDE, SIDE), num_classes=2)
+    ev = evaluate(method, {}, ds)
+    assert ev.summary["val/epe"] == pytest.approx(2.0)
+    assert not {"epe_boundary", "epe_interior"} & set(ev.pairs[0])
+    assert not {"val/epe_boundary", "val/epe_interior"} & set(ev.summary)
