@@ -24,6 +24,7 @@ convolutions over depth slices (see :func:`conv_nd`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +53,7 @@ __all__ = [
 NORM_KINDS = ("none", "group", "instance")
 DOWNSAMPLE_MODES = ("conv", "maxpool")
 UPSAMPLE_MODES = ("linear", "transpose")
-CONV_IMPLS = ("auto", "native", "depth_slices")
+CONV_IMPLS = ("auto", "native", "depth_slices", "im2col")
 
 Dtype = Any
 
@@ -96,7 +97,8 @@ def leaky_relu(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def resolve_conv_impl(conv_impl: str, ndim: int) -> str:
-    """Resolve ``conv_impl`` for a ``ndim``-D convolution to ``"native"`` or ``"depth_slices"``.
+    """Resolve ``conv_impl`` for a ``ndim``-D convolution to ``"native"``, ``"depth_slices"``
+    or ``"im2col"`` (kept as asked, in 2-D and 3-D).
 
     ``"auto"`` is ``"depth_slices"`` for 3-D convolutions when JAX's default backend
     (``jax.default_backend()``, read at trace time) is the CPU, and ``"native"`` otherwise
@@ -107,6 +109,8 @@ def resolve_conv_impl(conv_impl: str, ndim: int) -> str:
       'native'
     """
     _check_choice("conv_impl", conv_impl, CONV_IMPLS)
+    if conv_impl == "im2col":
+        return "im2col"
     if ndim != 3:
         return "native"
     if conv_impl == "auto":
@@ -143,6 +147,24 @@ def _conv_depth_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.
     return out.reshape(b, out_d, *out.shape[1:])
 
 
+def _conv_im2col(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+    """``"SAME"`` convolution as one matmul: the ``prod(K)`` shifted (strided) views of the
+    padded input stacked on channels, ``[B, *S_out, prod(K) * Cin] @ [prod(K) * Cin, Cout]``."""
+    spatial, ks = x.shape[1:-1], kernel.shape[:-2]
+    pads, outs = [(0, 0)], []
+    for n, k in zip(spatial, ks):
+        out, lo, hi = _same_padding(n, k, stride)
+        pads.append((lo, hi))
+        outs.append(out)
+    xp = jnp.pad(x, [*pads, (0, 0)])
+    views = []
+    for taps in itertools.product(*(range(k) for k in ks)):
+        idx = tuple(slice(t, t + (o - 1) * stride + 1, stride) for t, o in zip(taps, outs))
+        views.append(xp[(slice(None), *idx, slice(None))])
+    patches = jnp.concatenate(views, axis=-1)
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
 def conv_nd(
     x: jnp.ndarray, kernel: jnp.ndarray, *, strides: int = 1, conv_impl: str = "auto"
 ) -> jnp.ndarray:
@@ -158,7 +180,11 @@ def conv_nd(
     ~8x forward+backward at stride 2 (XLA-CPU's strided 3-D conv backward is very slow).
     Folding the taps into the input channels (one 2-D conv on ``k * Cin`` channels) or into
     the output channels (one conv to ``k * Cout``, then shift-and-add) was measured too: no
-    faster overall and more memory (see ``benchmarks/train_step.py``).
+    faster overall and more memory (see ``benchmarks/train_step.py``). ``"im2col"`` stacks
+    the ``prod(K)`` shifted views of the input on channels and runs one matmul (``prod(K)``
+    times the input's memory): under ``jax.vmap`` with a batched kernel (one network per
+    region, :class:`~jrs_jax.nets.RegionRegistrationNets`) it is a batched matmul, where the
+    native path becomes a grouped convolution whose CPU backward is ~20x slower.
 
     Example:
       >>> x = jnp.ones((1, 4, 4, 4, 2))
@@ -169,6 +195,8 @@ def conv_nd(
     impl = resolve_conv_impl(conv_impl, ndim)
     if impl == "native":
         return _conv_native(x, kernel, (strides,) * ndim)
+    if impl == "im2col":
+        return _conv_im2col(x, kernel, strides)
     return _conv_depth_slices(x, kernel, strides)
 
 

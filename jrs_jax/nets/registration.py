@@ -180,10 +180,13 @@ class RegionRegistrationNets(ProbabilisticRegistrationNet, kw_only=True):
     :class:`ProbabilisticRegistrationNet` lifted with ``flax.linen.vmap`` over a leading
     region axis: every parameter gets a leading axis of size ``K = num_regions`` (independent
     initialisation per region), the ``"sample"`` rng is split per region, and the whole stack
-    compiles once whatever ``K``. As for the single network, the velocity is sampled only when
-    ``apply`` gets a ``"sample"`` rng (otherwise it is the mean). The fields of the
-    :class:`ProbabilisticRegistrationNet` (U-Net widths, ``int_downsize``, head inits) apply
-    to every region.
+    compiles once whatever ``K``. Batched kernels turn native convolutions into grouped ones,
+    whose backward pass XLA-CPU runs ~10x slower than ``K`` separate convolutions, so
+    ``conv_impl="auto"`` means ``"im2col"`` (batched matmuls) on the CPU and ``"native"``
+    elsewhere; the parameters do not depend on it. As for the single network, the velocity is
+    sampled only when ``apply`` gets a ``"sample"`` rng (otherwise it is the mean). The
+    fields of the :class:`ProbabilisticRegistrationNet` (U-Net widths, ``int_downsize``, head
+    inits) apply to every region.
 
     Shapes: ``moving, fixed [K, B, *S, C]`` (region ``k``'s inputs, e.g. the images masked by
     region ``k``) -> dict of ``[K, B, *S, D]``: ``"disp"``, ``"velocity"``, ``"mean"``,
@@ -220,6 +223,8 @@ class RegionRegistrationNets(ProbabilisticRegistrationNet, kw_only=True):
             for f in dataclasses.fields(ProbabilisticRegistrationNet)
             if f.name not in ("parent", "name")
         }
+        if self.conv_impl == "auto":  # vmapped kernels: grouped convs, slow backward on CPU
+            settings["conv_impl"] = "im2col" if jax.default_backend() == "cpu" else "native"
         stacked = nn.vmap(
             ProbabilisticRegistrationNet,
             variable_axes={"params": 0},

@@ -1,4 +1,5 @@
-"""``conv_impl``: the depth-slice 3-D convolution equals the native one (values and gradients).
+"""``conv_impl``: the depth-slice and im2col convolutions equal the native one (values and
+gradients).
 
 Tiny shapes (<= 12^3), float32 at HIGHEST precision; tolerance ~1e-5 relative.
 """
@@ -62,10 +63,13 @@ def test_depth_slices_equals_native(shape, cin, cout, k, stride):
     with jax.default_matmul_precision("highest"):
         native = jax.jit(functools.partial(conv_nd, strides=stride, conv_impl="native"))
         sliced = jax.jit(functools.partial(conv_nd, strides=stride, conv_impl="depth_slices"))
-        y_native, y_sliced = native(x, kernel), sliced(x, kernel)
-    assert y_sliced.shape == ref.shape == (2, *(-(-n // stride) for n in shape), cout)
+        im2col = jax.jit(functools.partial(conv_nd, strides=stride, conv_impl="im2col"))
+        y_native, y_sliced, y_im2col = native(x, kernel), sliced(x, kernel), im2col(x, kernel)
+    assert y_sliced.shape == y_im2col.shape == ref.shape
+    assert ref.shape == (2, *(-(-n // stride) for n in shape), cout)
     _close(y_native, ref)
     _close(y_sliced, ref)
+    _close(y_im2col, ref)
 
 
 @pytest.mark.parametrize("shape, cin, cout, k, stride", CASES[:4])
@@ -80,12 +84,31 @@ def test_depth_slices_gradients_equal_native(shape, cin, cout, k, stride):
 
     grads = {}
     with jax.default_matmul_precision("highest"):
-        for impl in ("native", "depth_slices"):
+        for impl in ("native", "depth_slices", "im2col"):
             grads[impl] = jax.jit(jax.grad(functools.partial(loss, impl=impl), argnums=(0, 1)))(
                 x, kernel
             )
-    for g_slices, g_native in zip(grads["depth_slices"], grads["native"], strict=True):
-        _close(g_slices, g_native)
+    for impl in ("depth_slices", "im2col"):
+        for g, g_native in zip(grads[impl], grads["native"], strict=True):
+            _close(g, g_native)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_im2col_2d_equals_native_also_under_vmap(k, stride):
+    """2-D too, and with a batched kernel under ``jax.vmap`` (one network per region): the
+    native path becomes a grouped convolution there, im2col a batched matmul."""
+    x = _rand((3, 2, 9, 7, 3), 5)
+    kernel = _rand((3, k, k, 3, 4), 6)
+    with jax.default_matmul_precision("highest"):
+        out = {
+            impl: jax.jit(
+                jax.vmap(functools.partial(conv_nd, strides=stride, conv_impl=impl))
+            )(x, kernel)
+            for impl in ("native", "im2col")
+        }
+    assert out["im2col"].shape == (3, 2, -(-9 // stride), -(-7 // stride), 4)
+    _close(out["im2col"], out["native"])
 
 
 @pytest.mark.parametrize("stride", [1, 2])
