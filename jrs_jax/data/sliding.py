@@ -15,7 +15,12 @@ voxels along array axes, ``compose(u, v) = u + v(x + u)`` is ``phi_v o phi_u``).
   random_velocity(amplitude, control_spacing)`` as :func:`~jrs_jax.data.make_subjects`: it
   moves the body, the background and every structure that does not slide;
 - per sliding organ ``g = 1..G`` (a group of template labels, ``organs``; default the organ
-  ``(2,)`` and the adjacent-slab structure ``(3, 4)``, each moving as one body) the motion
+  ``(2,)`` and the adjacent-slab structure ``(3, 4)``, each moving as one body) its own
+  motion. ``motion="rotation"`` (the default): ``psi_g = R_g o psi_b o exp(w_g)``, a
+  rotation ``R_g`` about the organ's template centroid whose arc on the organ's equivalent
+  radius is uniform in ``shift`` (2..4 voxels): a near-round organ turns in place and
+  slides *along* its boundary against the body (tangential jump, as lungs or liver slide
+  against the wall; almost no occlusion). ``motion="shift"``:
   ``psi_g = psi_b o T_g o exp(w_g)``: the body motion composed with a translation ``T_g``
   by ``t_g`` (norm uniform in ``shift``, default 2..4 voxels; random direction, see below)
   and an optional smooth own motion ``w_g`` (``organ_amplitude``; 0 = a rigid shift). So
@@ -27,13 +32,15 @@ g}`` and takes those labels; elsewhere the label is ``T_fill(x + u_b(x))``, wher
 ``T_fill`` is the template with every sliding-organ voxel replaced by the label of its
 nearest non-organ voxel (the surrounding tissue fills the space an organ vacates). Where two
 organ layers claim a voxel the later group wins (rare: see the direction choice). Images are
-rendered from the labels exactly as :func:`~jrs_jax.data.make_subjects` renders them.
+rendered from the labels exactly as :func:`~jrs_jax.data.make_subjects` renders them, plus a
+smooth tissue texture (``texture``) drawn in the template frame and carried by each voxel's
+own layer motion, so that motion inside a region, and a rotation in place, can be seen.
 
-Direction of ``t_g``: drawn among ``num_candidates`` random ``(direction, norm)`` candidates,
-the first one that keeps organ ``g`` off the background (no organ voxel is face-adjacent to
-a background voxel of the body layer) and off the organs placed before it; when no
-candidate does (tiny shapes), the one with the fewest offending voxels. The organs hence
-stay inside the body.
+Direction of ``t_g`` (``motion="shift"``): drawn among ``num_candidates`` random
+``(direction, norm)`` candidates, the first one that keeps organ ``g`` off the background
+(no organ voxel is face-adjacent to a background voxel of the body layer) and off the
+organs placed before it; when no candidate does (tiny shapes), the one with the fewest
+offending voxels. The organs hence stay inside the body.
 
 Region mask (``Subject.mask``, ``masksTr/``): ``0`` = the body layer (one smooth motion:
 body, background, non-sliding structures), ``g`` = sliding organ ``g``. Its boundaries are
@@ -76,7 +83,7 @@ from scipy import ndimage
 
 from ..spatial.fields import compose, integrate_velocity
 from ..spatial.random import random_velocity
-from ..spatial.warp import warp_labels
+from ..spatial.warp import warp, warp_labels
 from .synthetic import (
     _as_key,
     _check_means,
@@ -241,6 +248,86 @@ def _place_organ(
     return state, (u_g, u_g_inv, t)
 
 
+def _rotation_matrices(key, n: int, ndim: int, angle_lo, angle_hi):
+    """``N`` random rotations ``[N, D, D]`` (random sign in 2-D, random axis in 3-D) with
+    angles uniform in ``[angle_lo, angle_hi]``, and their rotation vectors ``[N, 3]``."""
+    k_angle, k_axis, k_sign = jax.random.split(key, 3)
+    angle = jax.random.uniform(k_angle, (n,), jnp.float32, minval=angle_lo, maxval=angle_hi)
+    if ndim == 2:
+        angle = angle * jnp.where(jax.random.bernoulli(k_sign, 0.5, (n,)), 1.0, -1.0)
+        c, s = jnp.cos(angle), jnp.sin(angle)
+        rot = jnp.stack([jnp.stack([c, -s], -1), jnp.stack([s, c], -1)], -2)
+        axis = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 1.0]), (n, 3))
+        return rot, axis * angle[:, None]
+    axis = jax.random.normal(k_axis, (n, 3), jnp.float32)
+    axis = axis / jnp.maximum(jnp.linalg.norm(axis, axis=-1, keepdims=True), 1e-6)
+    k = jnp.zeros((n, 3, 3)).at[:, 0, 1].set(-axis[:, 2]).at[:, 0, 2].set(axis[:, 1])
+    k = k.at[:, 1, 0].set(axis[:, 2]).at[:, 1, 2].set(-axis[:, 0])
+    k = k.at[:, 2, 0].set(-axis[:, 1]).at[:, 2, 1].set(axis[:, 0])
+    a = angle[:, None, None]
+    rot = jnp.eye(3)[None] + jnp.sin(a) * k + (1 - jnp.cos(a)) * (k @ k)  # Rodrigues
+    return rot, axis * angle[:, None]
+
+
+@partial(jax.jit, static_argnames=("num_classes",))
+def _rotate_organ(
+    key,
+    g,
+    state,
+    u_b,
+    u_b_inv,
+    u_w,
+    u_w_inv,
+    template,
+    group_of,
+    center,
+    radius,
+    disp_lo,
+    disp_hi,
+    *,
+    num_classes,
+):
+    """Organ ``g`` turned about its template centroid ``center`` ``[D]`` by an angle whose
+    arc on the organ's equivalent radius ``radius`` is in ``[disp_lo, disp_hi]`` voxels:
+    ``psi_g = R_g o psi_b o exp(w_g)`` (``R_g`` in the template frame, where the organ is a
+    near-round blob it maps onto itself, so the organ slides tangentially against the body);
+    lays it over ``state`` as :func:`_place_organ` and returns ``(u_g, u_g_inv, rotvec)``."""
+    labels, mask, disp, disp_inv, taken = state
+    n, shape = u_b.shape[0], u_b.shape[1:-1]
+    rot, rotvec = _rotation_matrices(key, n, len(shape), disp_lo / radius, disp_hi / radius)
+    grid = jnp.stack(
+        jnp.meshgrid(*[jnp.arange(k, dtype=jnp.float32) for k in shape], indexing="ij"), -1
+    )
+    rel = grid - center  # [*S, D]
+    u_r = jnp.einsum("nij,...j->n...i", rot, rel) - rel  # R (y - c) + c - y
+    u_r_inv = jnp.einsum("nji,...j->n...i", rot, rel) - rel
+    u_g = compose(compose(u_w, u_b), u_r)
+    u_g_inv = compose(compose(u_r_inv, u_b_inv), u_w_inv)
+    tmpl = jnp.broadcast_to(template[None], (n, *template.shape))
+    lab = warp_labels(tmpl, u_g, num_classes=num_classes, mode="nearest")
+    region = group_of[lab] == g
+    state = (
+        jnp.where(region, lab, labels),  # a later group wins
+        jnp.where(region, g, mask),
+        jnp.where(region[..., None], u_g, disp),
+        jnp.where((group_of[template] == g)[None, ..., None], u_g_inv, disp_inv),
+        taken | region,
+    )
+    return state, (u_g, u_g_inv, rotvec)
+
+
+@partial(jax.jit, static_argnames=("control_spacing",))
+def _texture(key, disp, body, amount, *, control_spacing):
+    """Tissue texture that moves with the tissue: a smooth unit-variance random field ``tex``
+    in the template frame, pulled onto each subject by its field (``tex(x + u(x))``) and
+    scaled by ``amount`` inside the body (``body`` bool ``[N, *S]``), ``[N, *S, 1]``."""
+    shape = disp.shape[1:-1]
+    tex = random_velocity(key, shape, amplitude=1.0, control_spacing=control_spacing)[..., :1]
+    tex = (tex - tex.mean()) / jnp.maximum(tex.std(), 1e-6)
+    tex = jnp.broadcast_to(tex, (disp.shape[0], *shape, 1))
+    return amount * warp(tex, disp) * body[..., None]
+
+
 _render_jit = jax.jit(_render, static_argnames=("num_classes", "bias_spacing", "blur_sigma"))
 
 
@@ -252,6 +339,9 @@ def make_sliding_subjects(
     organs: Sequence[Sequence[int]] = DEFAULT_ORGANS,
     shift: tuple[float, float] = (2.0, 4.0),
     organ_amplitude: float = 0.0,
+    motion: str = "rotation",
+    texture: float = 0.15,
+    texture_spacing: int = 4,
     amplitude: float = 2.0,
     control_spacing: int = 16,
     num_candidates: int = 32,
@@ -271,9 +361,21 @@ def make_sliding_subjects(
       num_subjects: ``N``.
       organs: groups of template labels, each sliding as one body; clipped to the labels the
         template has (groups left empty are dropped). Groups must not share labels.
-      shift: ``(low, high)``: the norm of each organ's translation is uniform in it (voxels).
+      shift: ``(low, high)`` in voxels: how far each organ moves against the body at its
+        boundary: the norm of its translation (``motion="shift"``), or the arc its rotation
+        turns on the organ's equivalent radius (``motion="rotation"``), uniform in it.
       organ_amplitude: control-point standard deviation of each organ's own smooth motion
-        ``w_g`` (0: a rigid shift).
+        ``w_g`` (0: rigid).
+      motion: ``"rotation"`` (default): each organ turns about its template centroid
+        (random sign in 2-D, random axis in 3-D), ``psi_g = R_g o psi_b o exp(w_g)``; a
+        near-round organ maps onto itself, so it slides *along* its boundary (the tangential
+        jump of real sliding, almost no occlusion). ``"shift"``: the translation
+        ``psi_g = psi_b o T_g o exp(w_g)`` of the module docstring (normal motion too: the
+        organ covers body tissue on one side and uncovers it on the other).
+      texture: amplitude of a smooth tissue texture that moves with the tissue (in the body;
+        0 = piecewise-constant images). Without it the motion inside a homogeneous region,
+        and a sliding rotation altogether, is invisible.
+      texture_spacing: feature size of the texture (control-point spacing, voxels).
       amplitude, control_spacing, steps: the body motion, as
         :func:`~jrs_jax.data.make_subjects` (``control_spacing`` also for ``w_g``). The
         default control spacing is twice that of ``make_subjects``: a smoother body motion,
@@ -312,6 +414,10 @@ def make_sliding_subjects(
         raise ValueError(f"organ_amplitude must be >= 0; got {organ_amplitude}")
     if int(num_candidates) < 1:
         raise ValueError(f"num_candidates must be >= 1; got {num_candidates}")
+    if motion not in ("rotation", "shift"):
+        raise ValueError(f"motion must be 'rotation' or 'shift'; got {motion!r}")
+    if float(texture) < 0:
+        raise ValueError(f"texture must be >= 0; got {texture}")
     groups = _organ_groups(organs, template)
     fill = fill_organs(template, groups)
     num_classes = int(template.max()) + 1
@@ -328,34 +434,44 @@ def make_sliding_subjects(
         blur_sigma=blur_sigma,
     )
     shape, n = template.shape, int(num_subjects)
-    motion = partial(
+    motion_of = partial(
         _motion, shape=shape, n=n, control_spacing=int(control_spacing), steps=int(steps)
     )
     k_vel, k_org, k_mean, k_bias, k_noise = jax.random.split(key, 5)
-    u_b, u_b_inv = motion(k_vel, jnp.float32(amplitude))
+    k_tex = jax.random.fold_in(key, 7)
+    u_b, u_b_inv = motion_of(k_vel, jnp.float32(amplitude))
     labels, outside = _body_layer(u_b, jnp.asarray(fill), num_classes=num_classes)
     tmpl, group_of = jnp.asarray(template, jnp.int32), jnp.asarray(group_of)
     state = (labels, jnp.zeros((n, *shape), jnp.int32), u_b, u_b_inv, jnp.zeros((n, *shape), bool))
     layers, layers_inv, shifts = [u_b], [u_b_inv], []
     for g in range(1, len(groups) + 1):
         k_place, k_w = jax.random.split(jax.random.fold_in(k_org, g))
-        u_w, u_w_inv = motion(k_w, jnp.float32(organ_amplitude))
-        state, (u_g, u_g_inv, t) = _place_organ(
-            k_place,
-            jnp.int32(g),
-            state,
-            u_b,
-            u_b_inv,
-            u_w,
-            u_w_inv,
-            tmpl,
-            group_of,
-            outside,
-            jnp.float32(lo),
-            jnp.float32(hi),
-            num_classes=num_classes,
-            num_candidates=int(num_candidates),
-        )
+        u_w, u_w_inv = motion_of(k_w, jnp.float32(organ_amplitude))
+        common = (k_place, jnp.int32(g), state, u_b, u_b_inv, u_w, u_w_inv, tmpl, group_of)
+        if motion == "rotation":
+            inside = np.argwhere(np.isin(template, groups[g - 1])).astype(np.float32)
+            radius = (
+                np.sqrt(len(inside) / np.pi)
+                if template.ndim == 2
+                else np.cbrt(3 * len(inside) / (4 * np.pi))
+            )
+            state, (u_g, u_g_inv, t) = _rotate_organ(
+                *common,
+                jnp.asarray(inside.mean(0)),
+                jnp.float32(max(radius, 1.0)),
+                jnp.float32(lo),
+                jnp.float32(hi),
+                num_classes=num_classes,
+            )
+        else:
+            state, (u_g, u_g_inv, t) = _place_organ(
+                *common,
+                outside,
+                jnp.float32(lo),
+                jnp.float32(hi),
+                num_classes=num_classes,
+                num_candidates=int(num_candidates),
+            )
         layers.append(u_g)
         layers_inv.append(u_g_inv)
         shifts.append(t)
@@ -368,6 +484,14 @@ def make_sliding_subjects(
         num_classes=num_classes,
         **static,
     )
+    if float(texture) > 0:
+        img = img + _texture(
+            k_tex,
+            disp,
+            labels > 0,
+            jnp.float32(texture),
+            control_spacing=max(2, int(texture_spacing)),
+        )
     result = {
         "images": np.asarray(img, np.float32),
         "labels": np.asarray(labels, np.int32),
@@ -376,6 +500,8 @@ def make_sliding_subjects(
         "disp_inv": np.asarray(disp_inv, np.float32),
         "layer_disp": np.stack([np.asarray(x, np.float32) for x in layers], 1),
         "layer_disp_inv": np.stack([np.asarray(x, np.float32) for x in layers_inv], 1),
+        # motion="shift": the translations t_g [N, G, D]; "rotation": rotation vectors
+        # (axis * angle, radians; 2-D: (0, 0, angle)) [N, G, 3]
         "shifts": np.stack([np.asarray(x, np.float32) for x in shifts], 1),
     }
     result["organs"] = groups
@@ -440,6 +566,7 @@ def write_sliding_dataset(
     organs: Sequence[Sequence[int]] = DEFAULT_ORGANS,
     shift: tuple[float, float] = (2.0, 4.0),
     organ_amplitude: float = 0.0,
+    motion: str = "rotation",
     name: str = "jrs_jax_sliding",
     **render_kwargs,
 ) -> str:
@@ -459,9 +586,10 @@ def write_sliding_dataset(
       key: PRNG key or integer seed.
       shape, num_subjects, num_labelled, num_heldout, num_val_pairs, num_labels, spacing,
         name: as :func:`~jrs_jax.data.write_learn2reg_dataset`.
-      organs, shift, organ_amplitude: the sliding organs (:func:`make_sliding_subjects`).
-      **render_kwargs: forwarded to :func:`make_sliding_subjects` (``amplitude``,
-        ``noise``, ``label_means``...).
+      organs, shift, organ_amplitude, motion: the sliding organs
+        (:func:`make_sliding_subjects`).
+      **render_kwargs: forwarded to :func:`make_sliding_subjects` (``texture``,
+        ``amplitude``, ``noise``, ``label_means``...).
 
     Returns:
       The path of ``dataset.json``.
@@ -482,6 +610,7 @@ def write_sliding_dataset(
         organs=organs,
         shift=shift,
         organ_amplitude=organ_amplitude,
+        motion=motion,
         **render_kwargs,
     )
     pairs = _val_pairs(k_pairs, lay)
@@ -509,8 +638,15 @@ def write_sliding_dataset(
                 },
             },
             "mask_meaning": MASK_MEANING,
-            "motion": "organ g: psi_b o T_g o exp(w_g) on mask g; body layer psi_b elsewhere",
-            "organ_shifts": {
+            "motion": motion,
+            "model": (
+                "organ g: R_g o psi_b o exp(w_g) on mask g (R_g a rotation about the organ's "
+                "template centroid); body layer psi_b elsewhere"
+                if motion == "rotation"
+                else "organ g: psi_b o T_g o exp(w_g) on mask g; body layer psi_b elsewhere"
+            ),
+            # translations t_g (shift) or rotation vectors axis * angle in radians (rotation)
+            "organ_motions": {
                 f"sub_{i:04d}": np.round(subjects["shifts"][i], 4).tolist() for i in range(lay.n)
             },
         },
