@@ -33,6 +33,7 @@ __all__ = [
     "build_method",
     "ensure_figures",
     "evaluate_run",
+    "first_pair",
     "load_dataset",
     "load_run",
     "resolve_config",
@@ -113,6 +114,16 @@ def _evaluator(method: Method, dataset: Dataset, config: dict):
     return run
 
 
+def first_pair(method: Method, state: Any, dataset: Dataset) -> tuple[dict, dict]:
+    """``(batch, prediction)`` of the first evaluation pair (the one every figure shows); the
+    batch has ``gt_disp`` when the dataset has its ground truth."""
+    pairs = evaluation_pairs(dataset, mode=method.evaluation_mode)[:1]
+    if not len(pairs):
+        raise ValueError(f"the dataset has no evaluation pair for {method.name}")
+    b = pair_batch(dataset, pairs, fields=dataset.has_ground_truth(pairs))
+    return b, method.run(variables(jax.device_get(state)), b, "register")
+
+
 def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) -> list[str]:
     """Training curves and, from the keys the method's ``predict`` returns: the registration
     panel of the first evaluation pair (fixed / moving / warped with label contours,
@@ -129,11 +140,8 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
         viz.save_figure(viz.training_curves(log, log_y=False), p)
         paths.append(p)
     v = variables(jax.device_get(state))
-    mode = method.evaluation_mode
-    pairs = evaluation_pairs(dataset, mode=mode) if "register" in method.tasks else []
-    if len(pairs):
-        b = pair_batch(dataset, pairs[:1])
-        pred = method.run(v, b, "register")
+    if "register" in method.tasks and len(evaluation_pairs(dataset, mode=method.evaluation_mode)):
+        b, pred = first_pair(method, state, dataset)
         wl = warp_labels_nearest(b["moving_labels"], pred["disp"])
         show = lambda x: viz.display_labels(x, ndim=method.ndim)
         fig = viz.registration_panel(

@@ -15,7 +15,8 @@ A study is a Python file ``configs/studies/NAME.py`` with ``get_study(arg=None) 
       "columns": {"val/reg_dice": "registration Dice", ...},
       "gaps": [{"row": "deepatlas", "baseline": "reg_unsup", "metric": "val/reg_dice"}],
       "budget": "how the update budgets were equalised (text for the table header)",
-    }
+      "field_figure": True,                # optional: figures/<group>_fields.png, each row's
+    }                                      # field of the first pair next to the ground truth
 
 with rows ``{"name", "label", "config": "voxelmorph.py[:variants]", "set": {key: value}}``
 (the config path is relative to ``configs/``, or a config dict; ``set`` are ``--set``
@@ -234,7 +235,44 @@ def run_study(
     result["table"] = study_table(study, records, result["gaps"], seeds=seeds)
     _write(out, study, result)
     figure(study, records, os.path.join(out, "table.png"))
+    if study.get("field_figure"):
+        _field_figures(study, records, os.path.join(out, "figures"), seed=seeds[0])
     return result
+
+
+def _field_figures(study: Mapping, records: Sequence[Mapping], fig_dir: str, *, seed: int) -> None:
+    """``figures/<group>_fields.png``: every registering row's field of the first evaluation
+    pair next to the ground truth (:func:`jrs_jax.viz.field_comparison`), seed ``seed``."""
+    from . import viz
+    from .experiment import first_pair, load_dataset, load_run
+
+    for group in study["groups"]:
+        fields, batch = {}, None
+        for row in group["rows"]:
+            rec = next(
+                (
+                    r
+                    for r in records
+                    if r["group"] == group["name"] and r["row"] == row["name"] and r["seed"] == seed
+                ),
+                None,
+            )
+            if rec is None or "from" in row:
+                continue
+            method, state, cfg = load_run(rec["workdir"])
+            if "register" not in method.tasks:
+                continue
+            batch, pred = first_pair(method, state, load_dataset(cfg))
+            fields[row.get("label", row["name"])] = np.asarray(pred["disp"][0])
+        if not fields:
+            continue
+        if "fixed_mask" in batch:
+            regions = batch["fixed_mask"][0]
+        else:  # multi-label [*S, K] maps shown as the highest set label
+            regions = viz.display_labels(batch["fixed_labels"][0], ndim=method.ndim)
+        fig = viz.field_comparison(fields, gt=batch.get("gt_disp", [None])[0], regions=regions)
+        safe = re.sub(r"[^A-Za-z0-9-]+", "_", group["name"]).strip("_")
+        viz.save_figure(fig, os.path.join(fig_dir, f"{safe}_fields.png"))
 
 
 def _panels(workdir: str, fig_dir: str, prefix: str) -> None:

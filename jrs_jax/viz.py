@@ -43,6 +43,7 @@ import numpy as np
 __all__ = [
     "deformation_grid",
     "display_labels",
+    "field_comparison",
     "jacobian_map",
     "overlay",
     "registration_panel",
@@ -495,6 +496,75 @@ def registration_panel(
     if disp_arr is not None:
         deformation_grid(disp_arr, ax=axes[5], axis=axis, index=idx, spacing=_auto_spacing(spatial))
         jacobian_map(disp_arr, ax=axes[6], axis=axis, index=idx)
+    return fig
+
+
+def field_comparison(
+    fields: Mapping[str, Any],
+    *,
+    gt=None,
+    regions=None,
+    spacing: int | None = None,
+    axis: int = 0,
+    index: int | None = None,
+):
+    """Several fields of one pair side by side: deformation grids, and their endpoint error.
+
+    Top row: the :func:`deformation_grid` of the ground truth ``gt`` (when given) and of every
+    field, each with the region boundaries of ``regions`` (the fixed image's region map or
+    labels) drawn on top, so a field that slides along a boundary shows grid lines that break
+    there while a globally smooth one bends them across it. Bottom row (with ``gt``): the
+    endpoint error ``|u - u_gt|`` of each field on one colour scale, titled with its mean.
+
+    Args:
+      fields: ``{name: [*S, D]}`` (optional leading batch axis of 1), in display order.
+      gt: ``[*S, D]`` ground truth or ``None``.
+      regions: integer ``[*S]`` or ``None``.
+      spacing: grid pitch (default: about 16 lines across the image).
+      axis, index: slice for 3-D inputs (``index=None`` -> middle).
+
+    Example::
+
+        fig = field_comparison({"VoxelMorph": u_vxm, "DDIR": u_ddir}, gt=u_gt, regions=mask)
+    """
+    shown = {
+        name: _spatial_from_disp(_np(u, name), f"field {name!r}")[0] for name, u in fields.items()
+    }
+    if not shown:
+        raise ValueError("field_comparison needs at least one field")
+    if gt is not None:
+        gt = _spatial_from_disp(_np(gt, "gt"), "gt")[0]
+    spatial = next(iter(shown.values())).shape[:-1]
+    for name, u in {**shown, **({"gt": gt} if gt is not None else {})}.items():
+        if u.shape[:-1] != spatial:
+            raise ValueError(f"field {name!r} has spatial shape {u.shape[:-1]}, not {spatial}")
+    reg = None
+    if regions is not None:
+        reg = _spatial_from_labels(_np(regions, "regions"), spatial, "regions")
+    ndim = len(spatial)
+    idx = _check_slice(spatial, axis, index)
+    panels = ({"ground truth": gt} if gt is not None else {}) | shown
+    nrows = 2 if gt is not None else 1
+    fig, axes = _new_figure(len(panels), nrows)
+    pitch = int(spacing) if spacing else max(1, min(spatial) // 16)
+    for ax, (name, u) in zip(axes, panels.items()):
+        deformation_grid(u, ax=ax, axis=axis, index=idx, spacing=pitch)
+        if reg is not None:
+            _draw_contours(ax, _slice(reg, ndim, axis, idx), None)
+        ax.set_title(name, fontsize=9)
+    if gt is not None:
+        errs = {n: np.linalg.norm(u - gt, axis=-1) for n, u in panels.items()}
+        vmax = max(max(float(e.max()) for e in errs.values()), 1e-12)
+        for ax, err in zip(axes[len(panels) :], errs.values()):
+            err2d = _slice(err, ndim, axis, idx)
+            im = ax.imshow(err2d, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+            if reg is not None:
+                _draw_contours(ax, _slice(reg, ndim, axis, idx), None, linestyle="dashed")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"|u - u_gt|: mean {float(err.mean()):.3g}", fontsize=9)
+        fig.colorbar(im, ax=axes[-1], shrink=0.8)
+    fig.suptitle("fields of one pair" + _slice_suffix(ndim, axis, idx), fontsize=10)
     return fig
 
 

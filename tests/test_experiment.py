@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 
 from jrs_jax.config import apply_overrides, load_config
 from jrs_jax.data import write_learn2reg_dataset
-from jrs_jax.experiment import config_differences, train_or_reuse
+from jrs_jax.experiment import (
+    build_method,
+    config_differences,
+    first_pair,
+    load_dataset,
+    resolve_config,
+    train_or_reuse,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,3 +51,29 @@ def test_reuse_resume_and_refuse(cfg, tmp_path):
     longer = apply_overrides(cfg, ["train.steps=4"])  # unfinished for 4 steps: resumed
     out = train_or_reuse(longer, workdir=work, progress=False, figures=False)
     assert out["reused"] is False and out["step"] == 4
+
+
+def test_first_pair_has_the_ground_truth_and_the_prediction(cfg):
+    import jax
+    import numpy as np
+
+    from jrs_jax.data.sampling import pair_batch
+    from jrs_jax.evaluation import evaluation_pairs
+
+    ds = load_dataset(cfg)
+    method = build_method(resolve_config(cfg, ds))
+    state = method.init(jax.random.key(0), ds)  # untrained: only shapes and keys matter
+    batch, pred = first_pair(method, state, ds)
+    pairs = evaluation_pairs(ds, mode=method.evaluation_mode)
+    want = pair_batch(ds, pairs[:1], fields=True)
+    assert batch["fixed"].shape == (1, 16, 16, 1)
+    assert batch["gt_disp"].shape == pred["disp"].shape == (1, 16, 16, 2)
+    for k in ("fixed", "moving", "fixed_labels", "gt_disp"):
+        np.testing.assert_array_equal(batch[k], want[k])
+    assert np.abs(batch["gt_disp"]).max() > 0
+    assert np.all(np.isfinite(np.asarray(pred["disp"])))
+
+    bare = tuple(s.replace(field=None, field_inv=None) for s in ds.subjects)
+    no_gt = dataclasses.replace(ds, subjects=bare)
+    batch, pred = first_pair(method, state, no_gt)
+    assert "gt_disp" not in batch and pred["disp"].shape == (1, 16, 16, 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from jrs_jax.config import ConfigError
@@ -28,6 +29,23 @@ def get_study(arg=None):
         "groups": [{"name": "all", "rows": rows}],
         "columns": {"val/reg_dice": "registration Dice"},
         "gaps": [{"row": "vxm_dice", "baseline": "vxm", "metric": "val/reg_dice"}],
+        "field_figure": True,
+    }
+"""
+
+SLIDING = """
+def get_study(arg=None):
+    smoke = {"train.steps": 2, "train.eval_every": 2, "train.ckpt_every": 2}
+    rows = [{"name": "vxm", "label": "VoxelMorph", "config": "voxelmorph.py:smoke", "set": smoke}]
+    return {
+        "name": "tiny_sliding",
+        "claim": "fields slide",
+        "data": {"scenario": "sliding", "seed": 0, "settings": {
+            "shape": [16, 16], "num_subjects": 4, "num_heldout": 2, "num_val_pairs": 1}},
+        "seeds": [0],
+        "groups": [{"name": "one organ", "rows": rows}],
+        "columns": {"val/reg_dice": "registration Dice"},
+        "field_figure": True,
     }
 """
 
@@ -100,6 +118,67 @@ def test_rerun_reuses_finished_runs(tiny):
     ]
     for w, t in mtimes.items():
         assert os.path.getmtime(os.path.join(w, "results.json")) == t
+
+
+def _capture_field_comparison(monkeypatch):
+    from jrs_jax import viz
+
+    calls, real = [], viz.field_comparison
+
+    def spy(fields, **kw):
+        calls.append({"fields": dict(fields), **kw})
+        return real(fields, **kw)
+
+    monkeypatch.setattr(viz, "field_comparison", spy)
+    return calls
+
+
+def _first_batch(workdir):
+    from jrs_jax.data.sampling import pair_batch
+    from jrs_jax.evaluation import evaluation_pairs
+    from jrs_jax.experiment import load_dataset, load_run
+
+    method, _, cfg = load_run(workdir)
+    ds = load_dataset(cfg)
+    return pair_batch(ds, evaluation_pairs(ds, mode=method.evaluation_mode)[:1], fields=True)
+
+
+def test_field_figure_shows_each_row_against_the_ground_truth(tiny, monkeypatch, tmp_path):
+    from jrs_jax.studies import _field_figures
+
+    study, result, out = tiny
+    assert (out / "figures" / "all_fields.png").read_bytes()[:4] == b"\x89PNG"
+    calls = _capture_field_comparison(monkeypatch)
+    _field_figures(study, result["records"], str(tmp_path), seed=0)
+    assert os.listdir(tmp_path) == ["all_fields.png"]
+    (call,) = calls
+    # registering rows of seed 0 in table order (a row without a label shows its name);
+    # the "from" row is the same run as "vxm": not shown twice
+    assert list(call["fields"]) == ["VoxelMorph", "vxm_dice"]
+    runs = {r["row"]: r["workdir"] for r in result["records"] if r["seed"] == 0}
+    batch = _first_batch(runs["vxm"])
+    np.testing.assert_allclose(call["gt"], batch["gt_disp"][0])  # anatomy: composed fields
+    assert "fixed_mask" not in batch  # no region masks: the fixed labels bound the regions
+    np.testing.assert_array_equal(call["regions"], batch["fixed_labels"][0])
+    assert all(u.shape == (16, 16, 2) for u in call["fields"].values())
+    assert not np.allclose(call["fields"]["VoxelMorph"], call["fields"]["vxm_dice"])
+
+
+@pytest.mark.slow  # ~10 s: generating sliding data compiles its own kernels
+def test_field_figure_of_sliding_data_shows_the_regions_and_exact_gt(tmp_path, monkeypatch):
+    path = tmp_path / "tiny_sliding.py"
+    path.write_text(SLIDING)
+    calls = _capture_field_comparison(monkeypatch)
+    out = tmp_path / "out"
+    result = run_study(load_study(str(path)), out=str(out), progress=False, log=lambda *_: None)
+    assert (out / "figures" / "one_organ_fields.png").read_bytes()[:4] == b"\x89PNG"
+    (call,) = calls
+    assert list(call["fields"]) == ["VoxelMorph"]
+    batch = _first_batch(result["records"][0]["workdir"])
+    assert "fixed_mask" in batch
+    np.testing.assert_allclose(call["gt"], batch["gt_disp"][0])  # the stored pair field
+    np.testing.assert_array_equal(call["regions"], batch["fixed_mask"][0])  # organ regions
+    assert set(np.unique(call["regions"])) >= {0, 1}
 
 
 def test_paired_gaps_skip_seeds_missing_a_side():

@@ -280,6 +280,95 @@ def test_registration_panel_mismatched_shapes():
         )
 
 
+# ---------------------------------------------------------------------------- field_comparison
+
+
+def _mean_epe(ax):
+    m = re.search(r"mean ([-0-9.e+]+)", ax.get_title())
+    assert m, ax.get_title()
+    return float(m.group(1))
+
+
+def _fields2d(h=16, w=16):
+    rng = np.random.default_rng(4)
+    gt = rng.normal(size=(h, w, 2))
+    other = gt + rng.normal(scale=0.5, size=(h, w, 2))
+    return gt, other
+
+
+def test_field_comparison_with_gt_and_regions(tmp_path):
+    gt, other = _fields2d()
+    regions = _labels2d(16, 16)
+    fig = viz.field_comparison(
+        {"exact": gt.copy(), "noisy": other[None]}, gt=gt, regions=regions, spacing=4
+    )
+    assert len(fig.axes) == 7  # 2 rows x (ground truth + 2 fields) + EPE colorbar
+    top, bottom = fig.axes[:3], fig.axes[3:6]
+    assert [ax.get_title() for ax in top] == ["ground truth", "exact", "noisy"]
+    # top row: grids of each field, region contours on top
+    for ax in top:
+        assert sorted(_lines(ax, "row")) == sorted(_lines(ax, "col")) == [0, 4, 8, 12]
+        assert _contour_gids(ax) == ["label:1", "label:3"]
+    rows = _lines(top[2], "row")
+    np.testing.assert_allclose(rows[4].get_ydata(), 4 + other[4, :, 0])
+    np.testing.assert_allclose(rows[4].get_xdata(), np.arange(16) + other[4, :, 1])
+    # bottom row: EPE maps on one colour scale, titled with their mean
+    epe = np.linalg.norm(other - gt, axis=-1)
+    assert _mean_epe(bottom[0]) == 0.0 and _mean_epe(bottom[1]) == 0.0
+    assert _mean_epe(bottom[2]) == pytest.approx(epe.mean(), rel=5e-3)
+    np.testing.assert_allclose(bottom[2].images[0].get_array(), epe)
+    np.testing.assert_allclose(bottom[1].images[0].get_array(), 0.0)
+    for ax in bottom:
+        assert ax.images[0].get_clim() == pytest.approx((0.0, epe.max()))
+        assert _contour_gids(ax) == ["label:1", "label:3"]
+    _save_and_check(fig, tmp_path)
+
+
+def test_field_comparison_without_gt_or_regions(tmp_path):
+    gt, other = _fields2d()
+    fig = viz.field_comparison({"a": gt, "b": other})
+    assert len(fig.axes) == 2  # one row, no error maps, no colorbar
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    for ax in fig.axes:
+        assert sorted(_lines(ax, "row")) == list(range(16))  # default pitch: 16 lines across
+        assert _contour_gids(ax) == [] and not ax.images
+    _save_and_check(fig, tmp_path)
+
+
+def test_field_comparison_3d_slice(tmp_path):
+    rng = np.random.default_rng(5)
+    gt = rng.normal(size=(6, 8, 8, 3))
+    u = gt.copy()
+    u[2, ..., 0] += 1.0  # 1 voxel off in the shown slice (axis 0, index 2) only
+    reg = np.zeros((6, 8, 8), np.int32)
+    reg[2, 2:5, 2:5] = 2
+    fig = viz.field_comparison({"u": u}, gt=gt[None], regions=reg, axis=0, index=2, spacing=4)
+    assert len(fig.axes) == 5  # 2 x (ground truth + u) + colorbar
+    assert "[axis 0, 2]" in fig.get_suptitle()
+    grid, err = fig.axes[1], fig.axes[3]
+    assert _contour_gids(grid) == _contour_gids(err) == ["label:2"]
+    np.testing.assert_allclose(err.images[0].get_array(), 1.0)
+    assert _mean_epe(err) == pytest.approx(1 / 6, rel=5e-3)  # mean over the whole volume
+    np.testing.assert_allclose(_lines(grid, "row")[4].get_ydata(), 4 + u[2, 4, :, 1])
+    fig2 = viz.field_comparison({"u": u}, gt=gt, axis=2)  # middle slice along axis 2
+    assert fig2.axes[2].images[0].get_array().shape == (6, 8)
+    _save_and_check(fig, tmp_path)
+
+
+def test_field_comparison_bad_inputs():
+    gt, _ = _fields2d()
+    with pytest.raises(ValueError, match="at least one field"):
+        viz.field_comparison({})
+    with pytest.raises(ValueError, match=r"'small'.*\(12, 12\).*\(16, 16\)"):
+        viz.field_comparison({"a": gt, "small": np.zeros((12, 12, 2))})
+    with pytest.raises(ValueError, match=r"'gt'.*\(8, 8\)"):
+        viz.field_comparison({"a": gt}, gt=np.zeros((8, 8, 2)))
+    with pytest.raises(ValueError, match="'bad'"):
+        viz.field_comparison({"a": gt, "bad": np.zeros((16, 16, 3))})
+    with pytest.raises(ValueError, match="regions"):
+        viz.field_comparison({"a": gt}, regions=np.zeros((8, 8), np.int32))
+
+
 # ---------------------------------------------------------------------------- training_curves
 
 

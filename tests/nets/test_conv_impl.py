@@ -102,9 +102,9 @@ def test_im2col_2d_equals_native_also_under_vmap(k, stride):
     kernel = _rand((3, k, k, 3, 4), 6)
     with jax.default_matmul_precision("highest"):
         out = {
-            impl: jax.jit(
-                jax.vmap(functools.partial(conv_nd, strides=stride, conv_impl=impl))
-            )(x, kernel)
+            impl: jax.jit(jax.vmap(functools.partial(conv_nd, strides=stride, conv_impl=impl)))(
+                x, kernel
+            )
             for impl in ("native", "im2col")
         }
     assert out["im2col"].shape == (3, 2, -(-9 // stride), -(-7 // stride), 4)
