@@ -5,6 +5,9 @@ Variants (``configs/ddir.py:VARIANTS``, comma-separated):
               (the controlled single-field ablation)
   ``reg``     + a diffusion regulariser on every region field inside its region (weight 1;
               the public code regularises with the KL term only)
+  ``vxm_loss``  VoxelMorph-diff's loss weights instead of the public ones: NCC ×1, Dice ×1,
+              diffusion ×1 on every region field inside its region, no KL (the region split
+              alone against ``voxelmorph.py:diffeo,dice``)
   ``3d``      3-D synthetic data (``jrs-jax make-synthetic --scenario sliding --3d``), batch 1
   ``smoke``   tiny network and a few steps (tests)
 
@@ -22,7 +25,7 @@ from jrs_jax.config import parse_flags, shrink_for_smoke, use_3d_data
 
 
 def get_config(arg=None):
-    flags = parse_flags(arg, {"global", "reg", "3d", "smoke"})
+    flags = parse_flags(arg, {"global", "reg", "vxm_loss", "3d", "smoke"})
     cfg = {
         "method": "ddir",
         "seed": 0,
@@ -60,6 +63,8 @@ def get_config(arg=None):
         cfg["model"]["regions"] = "global"
     if "reg" in flags:
         cfg["loss"]["reg_weight"] = 1.0
+    if "vxm_loss" in flags:
+        cfg["loss"].update(sim_weight=1.0, dice_weight=1.0, kl_weight=0.0, reg_weight=1.0)
     if "3d" in flags:
         use_3d_data(cfg)
         cfg["data"]["dataset"] = "jrs_sliding_3d/dataset.json"
