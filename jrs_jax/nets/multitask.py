@@ -194,10 +194,11 @@ class AffinityCoAttention(nn.Module, kw_only=True):
 
     (the softmax runs over the attended positions, the usual reading of the source; no
     ``1/sqrt(features)`` temperature, as written there). ``A`` costs ``N^2`` floats per example,
-    so the block belongs at the bottleneck: at 128x128 (2-D) with 4 levels (``/8``) ``N = 256``
-    and ``A`` is 256 KiB; at 128x128x32 (the DDIR/SDDIR cardiac size, ``/8``) ``N = 4096``,
-    64 MiB per example per direction of the backward pass; at 96x112x96 (``/8``) ``N = 2016``,
-    16 MiB. One level coarser divides these by 64 in 3-D.
+    so the block belongs at the bottleneck. With a 4-level U-Net (bottleneck ``/8``) and 32
+    channels, batch 1 (``benchmarks/coattention_memory.py``: one ``A`` / XLA's temporary
+    memory of forward + backward): 64^3 -> ``N = 512``, 1 MiB / 5 MiB; 128x128x32 (the
+    DDIR/SDDIR cardiac size) -> 1024, 4 / 21 MiB; 96x112x96 -> 2016, 16 / 79 MiB;
+    160x192x224 -> 13440, 689 MiB / 4.1 GiB (there, one more level divides ``N`` by 8).
 
     Shapes: ``F_mov, F_fix [B, *S, C]`` (equal shapes) -> ``(O_mov, O_fix)``, each
     ``[B, *S, C + features]`` in ``dtype``.
