@@ -34,6 +34,7 @@ __all__ = [
     "batch_rng",
     "draw_distinct",
     "labelled_case_pairs",
+    "labelled_pair_batch",
     "pair_batch",
     "sample_pairs",
     "sequence_batch",
@@ -413,3 +414,21 @@ def labelled_case_pairs(
             pairs[sel, 0] = fixed_pool[g.integers(0, len(fixed_pool), size=k)]
             pairs[sel, 1] = moving_pool[g.integers(0, len(moving_pool), size=k)]
     return pairs, cases
+
+
+def labelled_pair_batch(
+    dataset: Dataset, *, seed: int, step: int, batch_size: int, method: str
+) -> dict[str, np.ndarray]:
+    """:func:`pair_batch` of ``batch_size`` random ordered pairs of distinct *labelled*
+    training subjects, drawn with :func:`batch_rng` ``(seed, step)`` (methods whose loss, or
+    whose input, needs both label maps of a pair).
+
+    Raises:
+      ValueError: fewer than 2 labelled training subjects (naming ``method``).
+    """
+    pool = dataset.labelled()
+    if len(pool) < 2:
+        raise ValueError(
+            f"{method} needs at least 2 labelled training subjects; the dataset has {len(pool)}"
+        )
+    return pair_batch(dataset, sample_pairs(batch_rng(seed, step), pool, int(batch_size)))

@@ -192,6 +192,20 @@ def _body_layer(u_b, fill, *, num_classes):
     return labels, _grow(labels == 0)
 
 
+def _lay_over(state, g, lab, region, u_g, u_g_inv, in_template):
+    """Organ ``g`` (its labels ``lab`` on ``region``, fields ``u_g`` / ``u_g_inv``, template
+    voxels ``in_template``) laid over ``state = (labels, mask, disp, disp_inv, taken)``; a
+    later group wins where two claim a voxel."""
+    labels, mask, disp, disp_inv, taken = state
+    return (
+        jnp.where(region, lab, labels),
+        jnp.where(region, g, mask),
+        jnp.where(region[..., None], u_g, disp),
+        jnp.where(in_template[None, ..., None], u_g_inv, disp_inv),
+        taken | region,
+    )
+
+
 @partial(jax.jit, static_argnames=("num_classes", "num_candidates"))
 def _place_organ(
     key,
@@ -212,7 +226,6 @@ def _place_organ(
 ):
     """Draw organ ``g``'s shift among the candidates and lay it over ``state = (labels,
     mask, disp, disp_inv, taken)``; returns the new state and ``(u_g, u_g_inv, t_g)``."""
-    labels, mask, disp, disp_inv, taken = state
     n, ndim = u_b.shape[0], u_b.shape[-1]
     bcast = (n, *([1] * ndim), ndim)
     k_dir, k_norm = jax.random.split(key)
@@ -231,20 +244,14 @@ def _place_organ(
 
     def cost(t):
         region = place(t)[2]
-        return 1000 * _spatial_sum(region & outside) + _spatial_sum(region & taken)
+        return 1000 * _spatial_sum(region & outside) + _spatial_sum(region & state[4])
 
     costs = jax.lax.map(cost, candidates)  # [K, N]
     best = jnp.argmin(costs, axis=0)  # the first candidate of least cost
     t = candidates[best, jnp.arange(n)]  # [N, D]
     u_g, lab, region = place(t)
     u_g_inv = compose(u_b_inv - t.reshape(bcast), u_w_inv)
-    state = (
-        jnp.where(region, lab, labels),  # a later group wins
-        jnp.where(region, g, mask),
-        jnp.where(region[..., None], u_g, disp),
-        jnp.where((group_of[template] == g)[None, ..., None], u_g_inv, disp_inv),
-        taken | region,
-    )
+    state = _lay_over(state, g, lab, region, u_g, u_g_inv, group_of[template] == g)
     return state, (u_g, u_g_inv, t)
 
 
@@ -292,7 +299,6 @@ def _rotate_organ(
     ``psi_g = R_g o psi_b o exp(w_g)`` (``R_g`` in the template frame, where the organ is a
     near-round blob it maps onto itself, so the organ slides tangentially against the body);
     lays it over ``state`` as :func:`_place_organ` and returns ``(u_g, u_g_inv, rotvec)``."""
-    labels, mask, disp, disp_inv, taken = state
     n, shape = u_b.shape[0], u_b.shape[1:-1]
     rot, rotvec = _rotation_matrices(key, n, len(shape), disp_lo / radius, disp_hi / radius)
     grid = jnp.stack(
@@ -306,13 +312,7 @@ def _rotate_organ(
     tmpl = jnp.broadcast_to(template[None], (n, *template.shape))
     lab = warp_labels(tmpl, u_g, num_classes=num_classes, mode="nearest")
     region = group_of[lab] == g
-    state = (
-        jnp.where(region, lab, labels),  # a later group wins
-        jnp.where(region, g, mask),
-        jnp.where(region[..., None], u_g, disp),
-        jnp.where((group_of[template] == g)[None, ..., None], u_g_inv, disp_inv),
-        taken | region,
-    )
+    state = _lay_over(state, g, lab, region, u_g, u_g_inv, group_of[template] == g)
     return state, (u_g, u_g_inv, rotvec)
 
 

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data.datasets import Dataset
-from ..data.sampling import batch_rng, pair_batch, sample_pairs
+from ..data.sampling import labelled_pair_batch
 from ..losses import (
     combine,
     cross_entropy,
@@ -161,16 +161,10 @@ class CrossStitchJRS(Method):
     def sample_batch(self, dataset: Dataset, step: int) -> dict[str, np.ndarray]:
         """Random ordered pairs of distinct labelled training subjects (``S_m`` is an input,
         ``S_f`` a target)."""
-        pool = dataset.labelled()
-        if len(pool) < 2:
-            raise ValueError(
-                f"{self.name} needs at least 2 labelled training subjects; the dataset has "
-                f"{len(pool)}"
-            )
-        pairs = sample_pairs(
-            batch_rng(self.seed, step), pool, int(self.config["data"]["batch_size"])
+        size = int(self.config["data"]["batch_size"])
+        return labelled_pair_batch(
+            dataset, seed=self.seed, step=step, batch_size=size, method=self.name
         )
-        return pair_batch(dataset, pairs)
 
     # -- the network and its loss ----------------------------------------------------------
 

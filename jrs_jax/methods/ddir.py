@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data.datasets import Dataset
-from ..data.sampling import batch_rng, pair_batch, sample_pairs
+from ..data.sampling import labelled_pair_batch
 from ..losses import combine, regulariser, similarity_term, soft_dice, term, velocity_kl
 from ..nets import RegionRegistrationNets
 from ..spatial import warp, warp_labels
@@ -157,16 +157,10 @@ class DDIR(Method):
 
     def sample_batch(self, dataset: Dataset, step: int) -> dict[str, np.ndarray]:
         """Random ordered pairs of distinct labelled training subjects (both masks needed)."""
-        pool = dataset.labelled()
-        if len(pool) < 2:
-            raise ValueError(
-                f"{self.name} needs at least 2 labelled training subjects; the dataset has "
-                f"{len(pool)}"
-            )
-        pairs = sample_pairs(
-            batch_rng(self.seed, step), pool, int(self.config["data"]["batch_size"])
+        size = int(self.config["data"]["batch_size"])
+        return labelled_pair_batch(
+            dataset, seed=self.seed, step=step, batch_size=size, method=self.name
         )
-        return pair_batch(dataset, pairs)
 
     # -- the model and its loss ------------------------------------------------------------
 
