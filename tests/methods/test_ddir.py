@@ -148,7 +148,7 @@ def test_global_region_is_probabilistic_voxelmorph_diff(setup):
         **{k: v for k, v in method.config["model"].items() if k != "regions"}
     )
     params = {"params": jax.tree.map(lambda x: x[0], state["reg"].params["params"]["nets"])}
-    ref = single.apply(params, jnp.asarray(batch["moving"]), jnp.asarray(batch["fixed"]))
+    ref = jax.jit(single.apply)(params, jnp.asarray(batch["moving"]), jnp.asarray(batch["fixed"]))
     np.testing.assert_allclose(pred["disp"], ref["disp"], atol=1e-5)
 
 
@@ -196,9 +196,4 @@ def test_prediction_needs_both_label_maps(setup, run_cli, tmp_path):
     rc, _, err = run_cli([*argv, "--moving-labels", lab(7), "--out", tmp_path / "out"])
     assert rc == 2
     assert err == "jrs-jax: error: ddir needs --fixed-labels to register\n"
-    assert not (tmp_path / "out").exists()
-    rc, _, err = run_cli(
-        [*argv, "--moving-labels", lab(7), "--fixed-labels", lab(6), "--out", tmp_path / "ok"]
-    )
-    assert rc == 0, err
-    assert (tmp_path / "ok" / "warped.nii.gz").exists()
+    assert not (tmp_path / "out").exists()  # registering with both: the conformance test
