@@ -1,4 +1,5 @@
-"""Where the endpoint error of a sliding-data study comes from (``benchmarks/results/ddir_analysis.md``).
+"""Where the endpoint error of a sliding-data study comes from (see
+``benchmarks/results/ddir_analysis.md``).
 
     python benchmarks/sliding_diagnostics.py STUDY_OUT [SEED]
 
