@@ -395,7 +395,9 @@ def make_sliding_subjects(
       of the template voxel's layer; composing ``disp[f]`` with ``disp_inv[m]`` is *not* the
       pair ground truth near boundaries: use :func:`sliding_pair_field`), ``layer_disp`` /
       ``layer_disp_inv`` float32 ``[N, L, *S, D]`` (``u_b, u_1, ...`` and their inverses),
-      ``shifts`` float32 ``[N, G, D]`` (``t_g``), ``organs`` (the clipped groups, a tuple
+      ``shifts`` float32: ``motion="shift"``: the translations ``t_g`` ``[N, G, D]``;
+      ``"rotation"``: rotation vectors (axis × angle, radians; 2-D ``(0, 0, angle)``)
+      ``[N, G, 3]``; ``organs`` (the clipped groups, a tuple
       of tuples) and ``template_fill`` int32 ``[*S]`` (:func:`fill_organs`).
 
     Example:

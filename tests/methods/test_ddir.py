@@ -158,12 +158,10 @@ def test_train_step_updates_the_stacked_networks(setup):
     before = jax.tree.map(np.asarray, state["reg"].params)
     new, metrics = method.train_step(state, method.sample_batch(ds, 1), jax.random.key(0), 1)
     assert {"sim", "dice", "kl", "reg", "loss"} <= set(metrics)
-    moved = [
-        float(np.abs(np.asarray(a)[k] - b[k]).max())
-        for a, b in zip(jax.tree.leaves(new["reg"].params), jax.tree.leaves(before))
-        for k in range(method.num_regions)
-    ]
-    assert min(moved) >= 0 and max(moved) > 0
+    leaves = list(zip(jax.tree.leaves(new["reg"].params), jax.tree.leaves(before)))
+    # every region's network takes a step (all regions are in the batch)
+    for k in range(method.num_regions):
+        assert max(float(np.abs(np.asarray(a)[k] - b[k]).max()) for a, b in leaves) > 0, k
 
 
 def test_prediction_needs_both_label_maps(setup, run_cli, tmp_path):
