@@ -24,7 +24,10 @@ sliding-motion data is discontinuous at region boundaries), the endpoint error w
 ``eval.boundary_width`` voxels (default 2) of the fixed image's region boundaries and outside
 that band (``epe_boundary``, ``epe_interior``; :func:`jrs_jax.metrics.boundary_band`; NaN for a
 pair whose fixed image has no mask); HD95 with ``surface``; a segmentation of the fixed image
-when the pair prediction has one (``seg_probs`` / ``seg_sigmoid``); and the method's own
+when the pair prediction has one (``seg_probs`` / ``seg_sigmoid``), and with the moving
+image's too (``moving_seg_*``) their agreement through the field, ``seg_consistency`` (Dice
+of the moving segmentation warped by nearest-neighbour lookup with the fixed one); and the
+method's own
 :meth:`~jrs_jax.methods.Method.pair_metrics`.
 
 Segmentation (a ``"segment"`` task) is scored on the labelled held-out subjects, from
@@ -177,7 +180,14 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
         pred = method.run(variables, b, "register")
         warped = np.asarray(warp_labels_nearest(jnp.asarray(b["moving_labels"]), pred["disp"]))
         disp = np.asarray(pred["disp"])
-        seg = method.labels(pred) if {"seg_probs", "seg_sigmoid"} & set(pred) else None
+        seg = method.labels(pred) if method.has_segmentation(pred) else None
+        seg_moving = None
+        if seg is not None and method.has_segmentation(pred, prefix="moving_"):
+            seg_moving = np.asarray(
+                warp_labels_nearest(
+                    jnp.asarray(method.labels(pred, prefix="moving_")), pred["disp"]
+                )
+            )
         extra = {k: np.asarray(v) for k, v in method.pair_metrics(pred, b).items()}
         for j, (f, m) in enumerate(pairs[sl]):
             target = b["fixed_labels"][j]
@@ -199,6 +209,8 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
                             row[key] = metrics.endpoint_error(disp[j], b["gt_disp"][j], mask=inside)
             if seg is not None:
                 row["seg_dice"] = dice(seg[j], target)
+            if seg_moving is not None:  # Seg(moving)∘φ against Seg(fixed)
+                row["seg_consistency"] = dice(seg_moving[j], seg[j])
             if surface and warped.ndim == disp.ndim - 1:
                 row["hd95"] = _mean_hd95(warped[j], target, spacing)
             row.update({k: float(v[j]) for k, v in extra.items()})
@@ -256,7 +268,8 @@ def evaluate(
       ``val/epe_boundary`` / ``val/epe_interior`` (with region masks too: the endpoint error
       within ``boundary_width`` voxels of a region boundary of the fixed mask, Chebyshev
       distance, and outside that band; the mean over the pairs whose fixed image has a mask),
-      ``val/seg_dice``, ``val/mean_dice`` (mean of the two Dice scores, for joint methods),
+      ``val/seg_dice``, ``val/seg_consistency``, ``val/mean_dice`` (mean of the two Dice
+      scores, for joint methods),
       ``val/<name>`` of the method's pair metrics, and ``val/reg_hd95`` / ``val/seg_hd95``
       with ``surface``.
     """
@@ -287,6 +300,7 @@ def evaluate(
             "epe_interior": "epe_interior",
             "hd95": "reg_hd95",
             "seg_dice": "seg_dice",
+            "seg_consistency": "seg_consistency",
         }
         extra = [k for k in (pair_rows[0] if pair_rows else {}) if k not in names]
         names.update({k: k for k in extra if k not in ("fixed", "moving")})

@@ -152,7 +152,7 @@ def register_files(
             multi = method.multi_label
             summary["dice_before"] = label_dice(m_lab.array, f_lab.array, multi_label=multi)
             summary["dice_after"] = label_dice(warped_labels, f_lab.array, multi_label=multi)
-    if {"seg_probs", "seg_sigmoid"} & set(pred):
+    if method.has_segmentation(pred):
         seg = method.labels(pred)[0]
         _save(os.path.join(out, "fixed_seg.nii.gz"), fixed, seg)
         summary["files"].append("fixed_seg.nii.gz")

@@ -68,6 +68,31 @@ def predict_only():
     return PredictOnly
 
 
+def pair_scans(path: str) -> str:
+    """Rewrite a synthetic ``dataset.json`` so its scans pair into subjects of two time
+    points (training scans ``2i, 2i + 1``; every held-out scan one subject ``"h"``): data on
+    which within-subject methods train and evaluate, whatever the scenario. Returns ``path``."""
+    import json
+
+    with open(path) as f:
+        meta = json.load(f)
+    for i, entry in enumerate(meta["training"]):
+        entry.update(subject=f"s{i // 2}", time=i % 2)
+    held = meta["jrs_jax"]["heldout"]
+    meta["jrs_jax"]["heldout"] = [
+        {"image": p, "subject": "h", "time": t} for t, p in enumerate(held)
+    ]
+    with open(path, "w") as f:
+        json.dump(meta, f)
+    return path
+
+
+@pytest.fixture(scope="session")
+def paired_scans():
+    """:func:`pair_scans` ``(path) -> path``: scans paired into two-time-point subjects."""
+    return pair_scans
+
+
 def _oblique_affine(ndim: int = 3, seed: int = 0) -> np.ndarray:
     """Rotation x anisotropic spacing (0.8, 1.7, 2.9) + translation, as a 4x4 NIfTI affine."""
     rng = np.random.default_rng(seed)

@@ -18,8 +18,11 @@ import jax.numpy as jnp
 from ._reduce import as_float, masked_mean, safe_div, voxel_mask
 
 __all__ = [
+    "activate",
+    "binary_cross_entropy",
     "centroid_distance",
     "cross_entropy",
+    "dice_bce",
     "dice_ce",
     "dice_score",
     "soft_dice",
@@ -277,6 +280,82 @@ def dice_ce(
     dice = soft_dice(probs, target, include_background=include_background, eps=eps, mask=mask)
     ce = cross_entropy(logits, target, class_weights=class_weights, mask=mask)
     return dice_weight * dice + ce_weight * ce
+
+
+def activate(logits: jnp.ndarray, *, multi_label: bool = False) -> jnp.ndarray:
+    """Probabilities of segmentation logits ``[B, *S, K]``: ``softmax`` over classes
+    (exclusive labels) or, with ``multi_label``, an independent ``sigmoid`` per channel
+    (overlapping structures). Applied exactly once, here."""
+    logits = as_float(logits)
+    return jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
+
+
+def binary_cross_entropy(
+    logits: jnp.ndarray,
+    target: jnp.ndarray,
+    *,
+    mask: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """Per-channel binary cross-entropy of multi-label logits, averaged over channels and the
+    (masked) voxels of each example.
+
+    .. math::
+
+        \\ell(x) = \\frac{1}{K} \\sum_k -t_k \\log \\sigma(z_k) - (1 - t_k) \\log(1 - \\sigma(z_k))
+
+    computed stably from the logits ``z`` (``softplus(z) - t z``), as
+    ``optax.sigmoid_binary_cross_entropy`` and PyTorch's ``BCEWithLogitsLoss``.
+
+    Args:
+      logits: ``[B, *S, K]``.
+      target: binary or soft ``[B, *S, K]`` (e.g. a multi-label map).
+      mask: optional ``[B, *S]`` or ``[B, *S, 1]`` voxel weights.
+
+    Returns:
+      ``[B]`` in nats; zero logits give ``log 2``.
+
+    Example:
+      >>> binary_cross_entropy(jnp.zeros((1, 2, 2, 3)), jnp.ones((1, 2, 2, 3)))  # log 2
+      Array([0.6931472], dtype=float32)
+    """
+    z = as_float(logits)
+    if z.ndim < 3:
+        raise ValueError(f"logits must have shape [B, *S, K]; got {tuple(z.shape)}")
+    t = jnp.asarray(target)
+    if t.shape != z.shape:
+        raise ValueError(
+            f"multi-label target must have the logits' shape {tuple(z.shape)}; got {tuple(t.shape)}"
+        )
+    per_voxel = jnp.mean(jax.nn.softplus(z) - t.astype(z.dtype) * z, axis=-1)
+    return _voxel_mean(per_voxel, mask, z)
+
+
+def dice_bce(
+    logits: jnp.ndarray,
+    target: jnp.ndarray,
+    *,
+    dice_weight: float = 1.0,
+    bce_weight: float = 1.0,
+    mask: jnp.ndarray | None = None,
+    eps: float = 1e-5,
+) -> jnp.ndarray:
+    """The multi-label counterpart of :func:`dice_ce`: soft Dice on ``sigmoid(logits)`` (every
+    channel, each its own structure) plus :func:`binary_cross_entropy` on the logits.
+
+    Args:
+      logits: ``[B, *S, K]``.
+      target: binary or soft ``[B, *S, K]``.
+      dice_weight, bce_weight: term weights.
+      mask: optional ``[B, *S]`` or ``[B, *S, 1]`` voxel weights (both terms).
+      eps: Dice smoothing.
+
+    Returns:
+      ``[B]``.
+    """
+    logits = as_float(logits)
+    t = jnp.asarray(target).astype(logits.dtype)
+    dice = soft_dice(jax.nn.sigmoid(logits), t, include_background=True, eps=eps, mask=mask)
+    return dice_weight * dice + bce_weight * binary_cross_entropy(logits, t, mask=mask)
 
 
 # ----------------------------------------------------------------------------- soft KL

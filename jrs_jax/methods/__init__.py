@@ -11,6 +11,7 @@ from .cross_stitch import CrossStitchJRS
 from .ddir import DDIR
 from .deepatlas import DeepAtlas, update_counts
 from .deeprs import DeepRS
+from .hybrid_unet import HybridUNet
 from .jrss import JRSS
 from .sddir import SDDIR
 from .unet_seg import UNetSeg
@@ -29,6 +30,7 @@ METHODS: dict[str, type[Method]] = {
         JRSS,
         DDIR,
         SDDIR,
+        HybridUNet,
     )
 }
 
@@ -60,6 +62,7 @@ __all__ = [
     "CrossStitchJRS",
     "DeepAtlas",
     "DeepRS",
+    "HybridUNet",
     "Method",
     "MissingInput",
     "UNetSeg",

@@ -20,7 +20,9 @@ Training (:func:`jrs_jax.train.loop.fit` calls these):
 * ``train_step(state, batch, key, step) -> (state, metrics)``.
 
 Inference: ``predict(variables, batch) -> dict`` with ``variables =
-jrs_jax.train.variables(state)``. It is jittable and the method's only inference entry point.
+jrs_jax.train.variables(state)``. It is jittable and the method's only inference entry point
+(:meth:`Method.run` calls it, after the optional host-side :meth:`Method.prepare` that a
+pipeline with a non-jittable stage overrides).
 What it computes depends on the batch keys given; a method declares, per *task*, the batch
 keys its ``predict`` needs (:attr:`Method.tasks`):
 
@@ -43,6 +45,11 @@ key                shape                meaning
                                         ``image`` (task ``segment``) or of ``fixed``
 ``seg_sigmoid``    ``[B, *S, K]``       independent per-label probabilities (overlapping
                                         structures), thresholded per label, never argmaxed
+``moving_seg_*``   ``[B, *S, K]``       ``moving_seg_probs`` / ``moving_seg_sigmoid``: the
+                                        segmentation of ``moving`` in a pair prediction
+                                        (evaluation then scores ``seg_consistency``, the
+                                        Dice of ``labels(moving)∘disp`` with
+                                        ``labels(fixed)``)
 =================  ===================  ===================================================
 
 plus method-specific extras (e.g. ``synth``). Hard labels come from :meth:`Method.labels`
@@ -169,8 +176,20 @@ class Method(abc.ABC):
             raise ValueError(f"{self.name} does not {task} (it does: {does})")
         return tuple(self.tasks[task])
 
+    def prepare(self, variables: dict, batch: dict, task: str) -> dict:
+        """Host-side step between the inputs and the jitted :meth:`predict` (default: none).
+
+        A method whose pipeline has a stage that cannot run under ``jit`` (e.g. connected
+        components of a predicted segmentation, :mod:`jrs_jax.postprocess`) computes it here
+        and adds the result to the batch; :meth:`predict` then reads it like any input. It
+        gets the keys ``task`` needs (numpy or JAX arrays) and returns the batch to predict
+        on. :meth:`run`, and therefore evaluation, figures and the CLI, call it.
+        """
+        return batch
+
     def run(self, variables: dict, batch: Mapping[str, Any], task: str) -> dict:
-        """Jitted :meth:`predict` on the keys ``task`` needs (extra keys are dropped).
+        """Jitted :meth:`predict` on the keys ``task`` needs (extra keys are dropped), after
+        :meth:`prepare`.
 
         Raises:
           MissingInput: a declared key is absent from ``batch``.
@@ -179,21 +198,30 @@ class Method(abc.ABC):
         for k in keys:
             if k not in batch or batch[k] is None:
                 raise MissingInput(self.name, task, k)
-        return self._jit_predict(variables, {k: jnp.asarray(batch[k]) for k in keys})
+        ready = self.prepare(variables, {k: jnp.asarray(batch[k]) for k in keys}, task)
+        return self._jit_predict(variables, {k: jnp.asarray(v) for k, v in ready.items()})
 
     @staticmethod
-    def labels(prediction: Mapping[str, Any]) -> np.ndarray:
+    def labels(prediction: Mapping[str, Any], *, prefix: str = "") -> np.ndarray:
         """Hard labels of a prediction: ``int32 [B, *S]`` (argmax of ``seg_probs``) or
-        ``uint8 [B, *S, K]`` (``seg_sigmoid >= 0.5`` per label).
+        ``uint8 [B, *S, K]`` (``seg_sigmoid >= 0.5`` per label). ``prefix="moving_"`` reads
+        ``moving_seg_probs`` / ``moving_seg_sigmoid`` (the moving image of a pair).
 
         Raises:
           KeyError: the prediction holds neither key.
         """
-        if "seg_sigmoid" in prediction:
-            return (np.asarray(prediction["seg_sigmoid"]) >= 0.5).astype(np.uint8)
-        if "seg_probs" in prediction:
-            return np.asarray(jnp.argmax(prediction["seg_probs"], -1)).astype(np.int32)
-        raise KeyError("prediction has no segmentation ('seg_probs' or 'seg_sigmoid')")
+        if f"{prefix}seg_sigmoid" in prediction:
+            return (np.asarray(prediction[f"{prefix}seg_sigmoid"]) >= 0.5).astype(np.uint8)
+        if f"{prefix}seg_probs" in prediction:
+            return np.asarray(jnp.argmax(prediction[f"{prefix}seg_probs"], -1)).astype(np.int32)
+        raise KeyError(
+            f"prediction has no segmentation ('{prefix}seg_probs' or '{prefix}seg_sigmoid')"
+        )
+
+    @staticmethod
+    def has_segmentation(prediction: Mapping[str, Any], *, prefix: str = "") -> bool:
+        """Whether :meth:`labels` can read the prediction (with ``prefix``)."""
+        return bool({f"{prefix}seg_probs", f"{prefix}seg_sigmoid"} & set(prediction))
 
     def pair_metrics(self, prediction: Mapping[str, Any], batch: Mapping[str, Any]) -> dict:
         """Method-specific per-pair metrics ``{name: [B]}`` added to the pair evaluation."""

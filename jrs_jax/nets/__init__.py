@@ -32,6 +32,7 @@ Networks: :class:`UNet`, :class:`RegistrationNet` (VoxelMorph, Balakrishnan et a
 :class:`PixelDiscriminator` (full-resolution per-voxel logits, DeepRS He et al. 2020),
 :class:`ImageGenerator` (U-Net image-to-image generator for modality synthesis, pix2pix /
 CycleGAN style), :class:`SharedEncoderMultiDecoder` (one encoder, one U-Net decoder per task),
+:class:`MultiHeadUNet` (one U-Net shared by every task, a head per output, Li et al. 2019),
 :class:`CrossStitchNet` (two U-Net paths stitched after every level, Beljaards et al. 2020).
 
 Multi-task and recurrent blocks: :class:`CrossStitch` (Misra et al. 2016),
@@ -62,6 +63,7 @@ from .multitask import (
     CrossStitchNet,
     Decoder,
     GatedCoAttention,
+    MultiHeadUNet,
     SharedEncoderMultiDecoder,
 )
 from .recurrent import ConvGRU, ConvGRUCell
@@ -97,6 +99,7 @@ __all__ = [
     "Encoder",
     "GatedCoAttention",
     "ImageGenerator",
+    "MultiHeadUNet",
     "PatchDiscriminator",
     "PixelDiscriminator",
     "ProbabilisticRegistrationNet",

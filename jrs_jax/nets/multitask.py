@@ -28,6 +28,7 @@ __all__ = [
     "CrossStitchNet",
     "Decoder",
     "GatedCoAttention",
+    "MultiHeadUNet",
     "SharedEncoderMultiDecoder",
 ]
 
@@ -522,6 +523,66 @@ class SharedEncoderMultiDecoder(UNetConfig, kw_only=True):
                 param_dtype=jnp.float32,
                 name=f"head_{name}",
             )(feats[name].astype(jnp.float32))
+        return out
+
+
+class MultiHeadUNet(UNetConfig, kw_only=True):
+    """One U-Net (one encoder, one decoder) shared by every task, with a head per output.
+
+    The inputs are concatenated on channels and go through a single :class:`~jrs_jax.nets.UNet`;
+    its full-resolution features feed every head: ``heads`` lists ``(name, channels)`` conv
+    ``1^D`` heads (float32 logits, lecun-normal kernel, zero bias, as
+    :class:`~jrs_jax.nets.SegmentationNet`'s), and ``flow_head`` (if not ``None``) names a
+    conv ``3^D`` -> ``D`` displacement head with kernel ``N(0, head_init_std^2)`` and zero bias
+    (as :class:`~jrs_jax.nets.RegistrationNet`'s, so training starts near the identity).
+    Everything is shared up to the last layer: the "hybrid" network of Li et al., where
+    :class:`SharedEncoderMultiDecoder` shares only the encoder.
+
+    Parameters: ``unet``, ``head_{name}`` per head, ``{flow_head}``.
+
+    Shapes: ``images[i] [B, *S, C_i]`` -> ``{name: [B, *S, channels], flow_head: [B, *S,
+    D]}`` (float32, no activation); ``S`` divisible by ``2^(len(features) - 1)``.
+
+    Example:
+      >>> net = MultiHeadUNet(heads=(("seg_moving", 3), ("seg_fixed", 3)), features=(8, 16))
+      >>> moving = fixed = jnp.zeros((1, 16, 16, 1))
+      >>> out = net.apply(net.init(jax.random.key(0), moving, fixed), moving, fixed)
+      >>> out["seg_fixed"].shape, out["disp"].shape
+      ((1, 16, 16, 3), (1, 16, 16, 2))
+
+    Reference: Li, Niessen, Klein, de Groot, Ikram, Vernooij, Bron, "A Hybrid Deep Learning
+    Framework for Integrated Segmentation and Registration: Evaluation on Longitudinal White
+    Matter Tract Changes", MICCAI 2019.
+    """
+
+    heads: Sequence[tuple] = ()
+    flow_head: str | None = "disp"
+    head_init_std: float = 1e-5
+
+    @nn.compact
+    def __call__(self, *images: jnp.ndarray) -> dict[str, jnp.ndarray]:
+        if not images:
+            raise ValueError("MultiHeadUNet needs at least one input image")
+        heads = _parse_heads(self.heads) if self.heads else []
+        if not heads and self.flow_head is None:
+            raise ValueError("MultiHeadUNet needs at least one head (heads or flow_head)")
+        if self.flow_head is not None and self.flow_head in [h[0] for h in heads]:
+            raise ValueError(f"flow_head {self.flow_head!r} repeats a name of heads")
+        x, ndim = concat_inputs(*images, names=[f"images[{i}]" for i in range(len(images))])
+        feats = self.make_unet()(x).astype(jnp.float32)
+        out = {}
+        for name, channels, _ in heads:
+            out[name] = nn.Conv(
+                channels,
+                kernel_size=(1,) * ndim,
+                dtype=jnp.float32,
+                param_dtype=jnp.float32,
+                name=f"head_{name}",
+            )(feats)
+        if self.flow_head is not None:
+            out[self.flow_head] = _flow_conv(
+                ndim, self.head_init_std, False, self.flow_head, conv_impl=self.conv_impl
+            )(feats)
         return out
 
 

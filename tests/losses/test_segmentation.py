@@ -14,8 +14,11 @@ from jax.test_util import check_grads
 from regseg_parity import check_parity, generator, load_reference
 
 from jrs_jax.losses.segmentation import (
+    activate,
+    binary_cross_entropy,
     centroid_distance,
     cross_entropy,
+    dice_bce,
     dice_ce,
     dice_score,
     soft_dice,
@@ -61,6 +64,10 @@ ALL = [
                                                          label_smoothing=0.1, mask=lb != 1)),
     ("dice_ce", lambda lg, lb: dice_ce(lg, lb, dice_weight=0.7, ce_weight=1.3,
                                        include_background=False)),
+    ("bce", lambda lg, lb: binary_cross_entropy(lg, jax.nn.one_hot(lb, K)
+                                                + jax.nn.one_hot((lb + 1) % K, K))),
+    ("dice_bce_masked", lambda lg, lb: dice_bce(lg, jax.nn.one_hot(lb, K), bce_weight=0.5,
+                                                mask=lb != 1)),
     ("kl", lambda lg, lb: soft_kl(jax.nn.softmax(lg[::-1]), jax.nn.softmax(lg))),
     ("kl_logits", lambda lg, lb: soft_kl(lg[::-1], lg, from_logits=True)),
     ("centroid_soft", lambda lg, lb: centroid_distance(jax.nn.softmax(lg), lb, num_classes=K,
@@ -207,6 +214,29 @@ def test_dice_ce_is_the_weighted_sum():
         soft_dice(softmax(lg), lb, include_background=False)
     ) + 2.0 * np.asarray(cross_entropy(lg, lb))
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_binary_cross_entropy_matches_the_definition_and_dice_bce_the_sum():
+    lg, lb = logits_labels((5, 4, 3), 8)
+    rng = np.random.default_rng(3)
+    t = (rng.random(lg.shape) < 0.4).astype(np.float32)  # overlapping binary channels
+    p = 1.0 / (1.0 + np.exp(-lg.astype(np.float64)))
+    want = -(t * np.log(p) + (1 - t) * np.log1p(-p)).mean(axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(jf(binary_cross_entropy)(lg, t), want, rtol=1e-5)
+    # stable for large logits (the naive log(sigmoid) underflows)
+    big = jf(binary_cross_entropy)(np.full((1, 2, 2, 1), 200.0, np.float32), np.zeros((1, 2, 2, 1)))
+    np.testing.assert_allclose(big, [200.0], rtol=1e-6)
+    mask = lb != 2
+    got = jf(dice_bce, dice_weight=0.3, bce_weight=2.0)(lg, t, mask=mask)
+    sig = np.asarray(activate(lg, multi_label=True))
+    np.testing.assert_allclose(sig, p, rtol=1e-5)
+    want = 0.3 * np.asarray(soft_dice(sig, t, mask=mask)) + 2.0 * np.asarray(
+        binary_cross_entropy(lg, t, mask=mask)
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(activate(lg)).sum(-1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="logits' shape"):
+        binary_cross_entropy(lg, lb)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,10 +30,15 @@ NAMES = sorted(METHODS)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, paired_scans):
+    """The anatomy scenario, its scans paired into subjects of two time points, so that
+    methods training or evaluating on within-subject pairs run on it too; the others ignore
+    the grouping."""
     root = tmp_path_factory.mktemp("conformance") / "data"
-    return write_learn2reg_dataset(
-        root, key=5, shape=(16, 16), num_subjects=8, num_labelled=5, num_heldout=2
+    return paired_scans(
+        write_learn2reg_dataset(
+            root, key=5, shape=(16, 16), num_subjects=8, num_labelled=5, num_heldout=2
+        )
     )
 
 
