@@ -93,6 +93,37 @@ def paired_scans():
     return pair_scans
 
 
+def overlapping_labels(dataset):
+    """``dataset`` with multi-label maps: channel ``c`` = classes ``c + 1`` or ``c + 2`` of
+    its integer labels, ``K - 2`` channels that overlap pairwise (neighbouring channels share
+    a class): overlapping structures for sigmoid methods, whatever the scenario."""
+    import dataclasses
+
+    from jrs_jax.data import Dataset
+
+    k = int(max(s.labels.max() for s in dataset.subjects if s.has_labels)) + 1
+
+    def channels(lab):
+        if lab is None:
+            return None
+        return np.stack([(lab == c + 1) | (lab == c + 2) for c in range(k - 2)], -1).astype(
+            np.uint8
+        )
+
+    return Dataset(
+        subjects=tuple(dataclasses.replace(s, labels=channels(s.labels)) for s in dataset.subjects),
+        val_pairs=dataset.val_pairs,
+        source=dataset.source,
+        label_format="multi",
+    )
+
+
+@pytest.fixture(scope="session")
+def as_multilabel():
+    """:func:`overlapping_labels` ``(dataset) -> dataset`` with overlapping binary channels."""
+    return overlapping_labels
+
+
 def _oblique_affine(ndim: int = 3, seed: int = 0) -> np.ndarray:
     """Rotation x anisotropic spacing (0.8, 1.7, 2.9) + translation, as a 4x4 NIfTI affine."""
     rng = np.random.default_rng(seed)

@@ -14,6 +14,7 @@ from .deeprs import DeepRS
 from .hybrid_unet import HybridUNet
 from .jrss import JRSS
 from .sddir import SDDIR
+from .segis_net import SegisNet
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
 
@@ -31,6 +32,7 @@ METHODS: dict[str, type[Method]] = {
         DDIR,
         SDDIR,
         HybridUNet,
+        SegisNet,
     )
 }
 
@@ -65,6 +67,7 @@ __all__ = [
     "HybridUNet",
     "Method",
     "MissingInput",
+    "SegisNet",
     "UNetSeg",
     "VoxelMorph",
     "get_method",

@@ -4,7 +4,6 @@ predictions, multi-label (sigmoid) segmentation and the seg_consistency evaluati
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import jax
@@ -14,7 +13,7 @@ import pytest
 
 from jrs_jax import experiment, losses
 from jrs_jax.config import apply_overrides, load_config
-from jrs_jax.data import Dataset, batch_rng, within_subject_pairs, write_learn2reg_dataset
+from jrs_jax.data import batch_rng, within_subject_pairs, write_learn2reg_dataset
 from jrs_jax.evaluation import evaluate, label_dice, warp_labels_nearest
 from jrs_jax.methods import HybridUNet
 from jrs_jax.spatial import warp, warp_labels
@@ -168,27 +167,14 @@ def test_evaluation_scores_segmentation_consistency(hybrid):
     assert row["seg_consistency"] == pytest.approx(label_dice(warped, method.labels(pred)[0]))
 
 
-def test_multi_label_segments_with_sigmoids(data, perturbed):
+def test_multi_label_segments_with_sigmoids(data, perturbed, as_multilabel):
     cfg, ds, _ = _build(data)
-    k = ds.num_label_channels or int(max(s.labels.max() for s in ds.subjects if s.has_labels))
-    multi = Dataset(
-        subjects=tuple(
-            dataclasses.replace(
-                s,
-                labels=None
-                if s.labels is None
-                else np.stack(
-                    [(s.labels == c) | (s.labels == c + 1) for c in range(1, k)], -1
-                ).astype(np.uint8),  # overlapping channels
-            )
-            for s in ds.subjects
-        ),
-        val_pairs=ds.val_pairs,
-        label_format="multi",
-    )
-    method = HybridUNet(cfg, shape=ds.shape, num_classes=k - 1, multi_label=True)
+    multi = as_multilabel(ds)
+    k = multi.num_label_channels
+    method = HybridUNet(cfg, shape=ds.shape, num_classes=k, multi_label=True)
     state = perturbed(method.init(jax.random.key(0), multi))
     batch = method.sample_batch(multi, 0)
+    assert batch["fixed_labels"].shape == (*batch["fixed"].shape[:-1], k)
     total, parts = jax.jit(method.loss)(variables(state), batch, None)
     assert np.isfinite(float(total))
     out = method.net.apply(state["net"].params, batch["moving"], batch["fixed"])
