@@ -8,6 +8,13 @@ undoing on save, atomic writes) and :class:`DataError` for the error messages.
 """
 
 from .ants import load_ants_warp, save_ants_warp
+from .cardiac import (
+    CARDIAC_LABELS,
+    cardiac_cycle,
+    cardiac_template,
+    make_cardiac_sequences,
+    write_cardiac_dataset,
+)
 from .datasets import Dataset, Subject, load_folder, load_learn2reg, load_subject
 from .errors import DataError
 from .learn2reg import write_learn2reg
@@ -21,6 +28,7 @@ from .nifti import (
     load_labels,
     load_multilabel,
     normalize_intensity,
+    read_label_names,
     resample_to_spacing,
     save_image,
     uncrop,
@@ -35,6 +43,7 @@ from .sampling import (
     draw_distinct,
     labelled_case_pairs,
     labelled_pair_batch,
+    leading_windows,
     pair_batch,
     sample_pairs,
     sequence_batch,
@@ -48,10 +57,13 @@ from .sliding import (
     sliding_pair_field,
     write_sliding_dataset,
 )
+from .speech import SPEECH_LABELS, make_speech_subjects, write_speech_dataset
 from .synthetic import make_subjects, make_template, write_learn2reg_dataset
 
 __all__ = [
+    "CARDIAC_LABELS",
     "PAIR_CASES",
+    "SPEECH_LABELS",
     "CropPadInfo",
     "DataError",
     "Dataset",
@@ -63,12 +75,15 @@ __all__ = [
     "atlas_pairs",
     "atomic_save",
     "batch_rng",
+    "cardiac_cycle",
+    "cardiac_template",
     "check_pair",
     "crop_or_pad",
     "draw_distinct",
     "fill_organs",
     "labelled_case_pairs",
     "labelled_pair_batch",
+    "leading_windows",
     "load_ants_warp",
     "load_folder",
     "load_image",
@@ -76,11 +91,14 @@ __all__ = [
     "load_learn2reg",
     "load_multilabel",
     "load_subject",
+    "make_cardiac_sequences",
     "make_sliding_subjects",
+    "make_speech_subjects",
     "make_subjects",
     "make_template",
     "normalize_intensity",
     "pair_batch",
+    "read_label_names",
     "resample_to_spacing",
     "sample_pairs",
     "save_ants_warp",
@@ -91,7 +109,9 @@ __all__ = [
     "subject_batch",
     "uncrop",
     "within_subject_pairs",
+    "write_cardiac_dataset",
     "write_learn2reg",
     "write_learn2reg_dataset",
     "write_sliding_dataset",
+    "write_speech_dataset",
 ]

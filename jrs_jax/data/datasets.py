@@ -215,6 +215,15 @@ class Subject:
         from disk on first access when the reader was asked for ``fields="lazy"``.
       mask_path, field_path, field_inv_path: files loaded (or ``None``).
       channel_paths: the image file of each channel (``(image_path,)`` for one channel).
+      hidden_labels: labels kept for evaluation only (same format as ``labels``: int32
+        ``[*S]``, multi-label uint8 ``[*S, K]``), or ``None``: e.g. every frame of a cardiac
+        sequence whose training labels exist at two frames only
+        (:mod:`jrs_jax.data.cardiac`). Never returned by the samplers or by
+        :meth:`Dataset.stack` (whose ``labels`` are the training labels); read them
+        explicitly for evaluation (:func:`~jrs_jax.data.sequence_batch` with
+        ``hidden_labels=True``). Learn2Reg: ``labelsHidden/``, listed in
+        ``jrs_jax.hidden_labels``.
+      hidden_label_path: the file of ``hidden_labels`` (or ``None``).
     """
 
     name: str
@@ -234,6 +243,8 @@ class Subject:
     field_path: str | None = None
     field_inv_path: str | None = None
     channel_paths: tuple[str, ...] = ()
+    hidden_labels: np.ndarray | None = None
+    hidden_label_path: str | None = None
 
     def __post_init__(self):
         if self.subject is None:
@@ -358,6 +369,11 @@ class Dataset:
         return next((int(s.labels.shape[-1]) for s in self.subjects if s.has_labels), 0)
 
     @property
+    def has_hidden_labels(self) -> bool:
+        """Whether any subject has evaluation-only labels (:attr:`Subject.hidden_labels`)."""
+        return any(s.hidden_labels is not None for s in self.subjects)
+
+    @property
     def has_masks(self) -> bool:
         """Whether any subject has a region mask."""
         return any(s.mask is not None for s in self.subjects)
@@ -477,7 +493,8 @@ class Dataset:
           int or a list of channel indices), ``labels`` int32 ``[B, *S]`` (multi-label
           datasets: uint8 ``[B, *S, K]``; zeros for unlabelled subjects), ``has_label`` bool
           ``[B]``; if the dataset has masks, also ``masks`` int32 ``[B, *S]`` (zeros where
-          absent) and ``has_mask`` bool ``[B]``.
+          absent) and ``has_mask`` bool ``[B]``. Never the evaluation-only
+          :attr:`Subject.hidden_labels`.
         """
         ch = self._channels(channels)
         idx = [int(i) for i in np.asarray(indices, np.int64).reshape(-1)]
@@ -539,6 +556,7 @@ def _load_scan(
     name: str | None = None,
     label_format: str = "integer",
     mask_path: str | None = None,
+    hidden_label_path: str | None = None,
     field_path: str | None = None,
     field_inv_path: str | None = None,
     fields: bool | str = "lazy",
@@ -559,14 +577,21 @@ def _load_scan(
     if mask_path is not None:
         mask = load_labels(mask_path)
         check_pair(img, mask, what="mask")
+    hidden = None
+    if hidden_label_path is not None:
+        load = load_multilabel if label_format == "multi" else load_labels
+        hidden = load(hidden_label_path)
+        check_pair(img, hidden, what="hidden label")
     data = img.data if len(vols) == 1 else np.stack([v.data for v in vols], -1)
     labels = None if lab is None else lab.data
     mask_data = None if mask is None else mask.data
+    hidden_data = None if hidden is None else hidden.data
     spacing = tuple(img.spacing)
     if ndim == 2:
         data = _squeeze_2d(image_path, data)
         labels = None if labels is None else labels[:, :, 0]
         mask_data = None if mask_data is None else mask_data[:, :, 0]
+        hidden_data = None if hidden_data is None else hidden_data[:, :, 0]
         spacing = spacing[:2]
     if normalize:
         data = (
@@ -577,8 +602,11 @@ def _load_scan(
     image = np.ascontiguousarray(data, np.float32)
     if len(vols) == 1:
         image = image[..., None]
+    label_dtype = np.uint8 if label_format == "multi" else np.int32
     if labels is not None:
-        labels = np.ascontiguousarray(labels, np.uint8 if label_format == "multi" else np.int32)
+        labels = np.ascontiguousarray(labels, label_dtype)
+    if hidden_data is not None:
+        hidden_data = np.ascontiguousarray(hidden_data, label_dtype)
     loaded = {}
     for key, p in (("field", field_path), ("field_inv", field_inv_path)):
         if p is None or fields is False:
@@ -607,6 +635,8 @@ def _load_scan(
         field_path=field_path if keep else None,
         field_inv_path=field_inv_path if keep else None,
         channel_paths=tuple(channel_paths),
+        hidden_labels=hidden_data,
+        hidden_label_path=hidden_label_path,
     )
 
 

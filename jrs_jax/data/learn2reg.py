@@ -24,7 +24,8 @@ The JSON (paths relative to the JSON file's folder; absolute paths are kept)::
         "ndim": 2,                                  # 2-D data stored as [H, W, 1] files
         "label_format": "multi",                    # K-channel binary label maps
         "heldout": [path, or {"image", "subject", "time", "label", "mask"}, ...],
-        "fields": [{"image": ..., "disp": ..., "disp_inv": ...}, ...]
+        "fields": [{"image": ..., "disp": ..., "disp_inv": ...}, ...],
+        "hidden_labels": [{"image": ..., "label": "./labelsHidden/N.nii.gz"}, ...]
       }
     }
 
@@ -43,6 +44,12 @@ Ground-truth fields (``jrs_jax.fields`` ``disp`` / ``disp_inv``, or entry keys `
 ``field_inv``) are ``[*S3, D]`` files in voxels along array axes; ``Subject.field`` pulls a
 common reference onto the scan and ``Subject.field_inv`` the reverse (the direction of
 :mod:`jrs_jax.data.synthetic`).
+
+Evaluation-only labels (``jrs_jax.hidden_labels``): label maps of the scans' grids, in the
+dataset's label format, read into :attr:`Subject.hidden_labels <jrs_jax.data.Subject>`
+(training and held-out scans alike; checked like labels). They are never the training
+labels (``Subject.labels``) and no sampler returns them: e.g. every frame of a cardiac
+sequence labelled for training at two frames only (:mod:`jrs_jax.data.cardiac`).
 
 Pair ground truth (``registration_val`` entries' ``disp``): a ``[*S3, D]`` file on the
 *fixed* image's grid, voxels along array axes, pull-back (``warp(moving, disp) ~ fixed``),
@@ -156,7 +163,8 @@ def load_learn2reg(
     validation Dice), else ``None``. ``Dataset.val_pairs`` holds the pairs as ``(fixed,
     moving)`` subject indices, ``Dataset.pair_fields`` their ``disp`` files (pair ground
     truth, on the fixed image's grid). Every optional piece (channels, multi-label maps,
-    masks, fields, subject / time) is absent unless the JSON gives it.
+    masks, fields, subject / time, evaluation-only ``Subject.hidden_labels`` from
+    ``jrs_jax.hidden_labels``) is absent unless the JSON gives it.
 
     Args:
       json_path: the ``dataset.json``.
@@ -177,8 +185,8 @@ def load_learn2reg(
         ``(subject, time)``, multi-label maps with different ``K``, subjects of different
         shapes; (starting with the file, and naming the JSON entry at the end) the errors of
         :func:`~jrs_jax.data.load_image` / ``load_labels`` / ``load_multilabel`` /
-        ``check_pair`` for bad files: channels, labels, masks or fields off the image's grid,
-        non-binary multi-label maps, fields that are not ``[*S, D]``.
+        ``check_pair`` for bad files: channels, labels, hidden labels, masks or fields off the
+        image's grid, non-binary multi-label maps, fields that are not ``[*S, D]``.
     """
     if fields not in (True, False, "lazy"):
         raise ValueError(f"fields must be True, False or 'lazy'; got {fields!r}")
@@ -278,6 +286,11 @@ def load_learn2reg(
 
     field_info = info_list("fields") if fields is not False else {}
     heldout_info = info_list("heldout")
+    hidden_info = info_list("hidden_labels")
+
+    def hidden_path(key: str) -> str | None:
+        where, item = hidden_info.get(key, ("", {}))
+        return resolve(item["label"], f"{where} label") if item.get("label") else None
 
     def field_paths(entry: dict, where: str, key: str) -> dict[str, str | None]:
         out = {}
@@ -312,6 +325,7 @@ def load_learn2reg(
             name=name,
             label=label,
             mask=mask,
+            hidden=hidden_path(channels[0]),
             held_out=held_out,
             subject=sid,
             time=t,
@@ -407,6 +421,7 @@ def load_learn2reg(
                     name=s["name"],
                     label_format=label_format,
                     mask_path=s["mask"],
+                    hidden_label_path=s["hidden"],
                     field_path=s["field"],
                     field_inv_path=s["field_inv"],
                     fields=fields,
@@ -511,6 +526,8 @@ def write_learn2reg(
         imagesTr/N_0000.nii.gz, N_0001...   C > 1 channels (the JSON lists "N.nii.gz")
         labelsTr/N.nii.gz                   int32 [*S3] or uint8 [*S3, K] (multi-label)
         masksTr/N.nii.gz                    int32 region map
+        labelsHidden/N.nii.gz               Subject.hidden_labels (evaluation only; format
+                                            of labelsTr), listed in jrs_jax.hidden_labels
         fieldsTr/<case>_disp.nii.gz         Subject.field     (<case>: N without a trailing
         fieldsTr/<case>_disp_inv.nii.gz     Subject.field_inv  _NNNN channel suffix)
         fieldsVal/<fixed>_<moving>_disp.nii.gz   Dataset.pair_fields (<fixed>, <moving>: the
@@ -525,7 +542,8 @@ def write_learn2reg(
     only, so a round trip keeps the subject order when the pairs reference every held-out
     subject, first appearances in order. Fields are listed in ``jrs_jax.fields``, pair
     fields as the ``disp`` of their ``registration_val`` entries (every key of
-    ``dataset.pair_fields`` must be one of ``dataset.val_pairs``).
+    ``dataset.pair_fields`` must be one of ``dataset.val_pairs``), evaluation-only labels
+    (``Subject.hidden_labels``) in ``jrs_jax.hidden_labels``.
 
     Args:
       root: output folder (created).
@@ -572,6 +590,10 @@ def write_learn2reg(
         if s.mask is not None:
             p = os.path.join(root, "masksTr", f"{s.name}.nii.gz")
             save_image(p, _to_file(s.mask, ndim), affine=affine, dtype=np.int32)
+        if s.hidden_labels is not None:
+            dtype = np.uint8 if dataset.multi_label else np.int32
+            p = os.path.join(root, "labelsHidden", f"{s.name}.nii.gz")
+            save_image(p, _to_file(s.hidden_labels, ndim), affine=affine, dtype=dtype)
         for attr, suffix in (("field", "disp"), ("field_inv", "disp_inv")):
             value = getattr(s, attr)
             if value is not None:
@@ -626,6 +648,13 @@ def write_learn2reg(
     block["heldout"] = heldout
     if field_entries:
         block["fields"] = field_entries
+    hidden_entries = [
+        {"image": rel[i], "label": f"./labelsHidden/{s.name}.nii.gz"}
+        for i, s in enumerate(subs)
+        if s.hidden_labels is not None
+    ]
+    if hidden_entries:
+        block["hidden_labels"] = hidden_entries
     block.update(extra or {})
     meta = {
         "name": name,

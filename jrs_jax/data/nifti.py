@@ -43,9 +43,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -63,6 +64,7 @@ __all__ = [
     "load_labels",
     "load_multilabel",
     "normalize_intensity",
+    "read_label_names",
     "resample_to_spacing",
     "save_image",
     "uncrop",
@@ -705,6 +707,7 @@ def save_image(
     reference: Volume | None = None,
     affine=None,
     dtype=None,
+    label_names: Mapping | None = None,
 ) -> None:
     """Write a scalar, label or multi-channel volume as NIfTI, atomically.
 
@@ -723,6 +726,9 @@ def save_image(
       dtype: stored dtype. Default: ``data``'s (bool -> uint8, float16 -> float32, 64-bit
         integers -> int32). Floats saved as an integer dtype are rounded to nearest; values
         out of the dtype's range raise :class:`DataError`. No intensity scaling is applied.
+      label_names: ``{label or channel index: name}`` stored in the file, as a NIfTI comment
+        extension holding ``{"label_names": {...}}`` JSON (read back by
+        :func:`read_label_names`), and the names joined into ``descrip`` (80 characters).
     """
     p = os.fspath(path)
     if not (p.endswith(".nii") or p.endswith(".nii.gz")):
@@ -773,4 +779,24 @@ def save_image(
         img.header["cal_min"] = 0
         img.header["cal_max"] = 0
     img.header.set_data_dtype(arr.dtype)
+    if label_names:
+        names = {str(int(k)): str(v) for k, v in dict(label_names).items()}
+        ext = nib.nifti1.Nifti1Extension("comment", json.dumps({"label_names": names}).encode())
+        img.header.extensions.append(ext)
+        img.header["descrip"] = " ".join(f"{k}={v}" for k, v in names.items())[:79].encode()
     atomic_save(img, p)
+
+
+def read_label_names(path: str | os.PathLike) -> dict[int, str] | None:
+    """The label names :func:`save_image` stored in a file (``label_names=``), or ``None``."""
+    _, img = _open(path)
+    for ext in getattr(img.header, "extensions", []):
+        if ext.get_code() != 6:  # comment
+            continue
+        try:
+            names = json.loads(ext.get_content()).get("label_names")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(names, dict):
+            return {int(k): str(v) for k, v in names.items()}
+    return None

@@ -35,6 +35,7 @@ __all__ = [
     "draw_distinct",
     "labelled_case_pairs",
     "labelled_pair_batch",
+    "leading_windows",
     "pair_batch",
     "sample_pairs",
     "sequence_batch",
@@ -221,14 +222,40 @@ def sequence_windows(
     return out
 
 
-def sequence_batch(dataset: Dataset, windows: np.ndarray) -> dict[str, np.ndarray]:
+def leading_windows(
+    dataset: Dataset, indices: Sequence[int], length: int | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The first ``length`` scans (all of them if ``None``) of every subject among
+    ``indices`` that has at least that many (and at least 2): ``(subject ids, int64 [N,
+    T])``, each row in time order; ``T`` is the shortest such subject's count when
+    ``length`` is ``None``. Deterministic (evaluation; training on whole cycles): e.g. every
+    cardiac sequence from its end-diastolic frame 0."""
+    ids, rows = [], []
+    for sid in dict.fromkeys(dataset.subjects[int(i)].subject for i in indices):
+        scans = dataset.scans(sid, indices)
+        t = len(scans) if length is None else int(length)
+        if len(scans) >= max(t, 2):
+            ids.append(sid)
+            rows.append(scans[:t])
+    if not rows:
+        return [], np.zeros((0, 0), np.int64)
+    t = min(len(r) for r in rows)
+    return ids, np.asarray([r[:t] for r in rows], np.int64)
+
+
+def sequence_batch(
+    dataset: Dataset, windows: np.ndarray, *, hidden_labels: bool = False
+) -> dict[str, np.ndarray]:
     """Stack windows of scans ``[B, T]`` (:func:`sequence_windows`) into arrays.
 
     Returns ``sequence`` float32 ``[B, T, *S, C]``, ``sequence_labels`` int32
     ``[B, T, *S]`` (multi-label datasets: uint8 ``[B, T, *S, K]``; zeros where unlabelled),
     ``sequence_has_label`` bool ``[B, T]`` and ``sequence_time`` int64 ``[B, T]``
     (``Subject.time``); with masks also ``sequence_masks`` int32 ``[B, T, *S]`` and
-    ``sequence_has_mask`` bool ``[B, T]``.
+    ``sequence_has_mask`` bool ``[B, T]``. ``hidden_labels=True`` (evaluation only, never
+    for a training batch) adds the evaluation-only labels (:attr:`Subject.hidden_labels`)
+    when the dataset has them: ``sequence_hidden_labels`` ``[B, T, *S]`` (format of
+    ``sequence_labels``; zeros where absent) and ``sequence_has_hidden`` bool ``[B, T]``.
     """
     windows = np.asarray(windows, np.int64)
     if windows.ndim != 2:
@@ -246,6 +273,15 @@ def sequence_batch(dataset: Dataset, windows: np.ndarray) -> dict[str, np.ndarra
     if "masks" in s:
         out["sequence_masks"] = s["masks"].reshape(b, t, *s["masks"].shape[1:])
         out["sequence_has_mask"] = s["has_mask"].reshape(b, t)
+    if hidden_labels and dataset.has_hidden_labels:
+        ref = next(x.hidden_labels for x in dataset.subjects if x.hidden_labels is not None)
+        hidden = np.zeros((b * t, *ref.shape), ref.dtype)
+        has = np.zeros((b * t,), bool)
+        for k, i in enumerate(windows.reshape(-1).tolist()):
+            if dataset.subjects[i].hidden_labels is not None:
+                hidden[k], has[k] = dataset.subjects[i].hidden_labels, True
+        out["sequence_hidden_labels"] = hidden.reshape(b, t, *hidden.shape[1:])
+        out["sequence_has_hidden"] = has.reshape(b, t)
     return out
 
 

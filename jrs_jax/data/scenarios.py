@@ -6,7 +6,7 @@ like real data. Each scenario is tested for the property it claims to have. ``an
 the built-in population of deformed subjects of one template
 (:func:`jrs_jax.data.write_learn2reg_dataset`); ``sliding`` has organs that slide against
 their surroundings, with region masks and exact pair ground truth
-(:func:`jrs_jax.data.write_sliding_dataset`); the method-family issues add longitudinal,
+(:func:`jrs_jax.data.write_sliding_dataset`); the method-family issues add
 sequence, two-modality, lesion, small-organ and out-of-distribution scenarios here.
 """
 
@@ -16,7 +16,9 @@ import os
 import shutil
 from collections.abc import Callable
 
+from .cardiac import write_cardiac_dataset
 from .sliding import write_sliding_dataset
+from .speech import write_speech_dataset
 from .synthetic import write_learn2reg_dataset
 
 __all__ = ["SCENARIOS", "get_scenario", "make_scenario"]
@@ -24,7 +26,9 @@ __all__ = ["SCENARIOS", "get_scenario", "make_scenario"]
 #: Scenario writers by name.
 SCENARIOS: dict[str, Callable[..., str]] = {
     "anatomy": write_learn2reg_dataset,
+    "cardiac": write_cardiac_dataset,
     "sliding": write_sliding_dataset,
+    "speech": write_speech_dataset,
 }
 
 

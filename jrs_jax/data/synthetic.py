@@ -575,16 +575,25 @@ def _write_population(
     masks: np.ndarray | None = None,
     fields: tuple[np.ndarray, np.ndarray] | None = None,
     pair_fields: dict | None = None,
+    names: Sequence[str] | None = None,
+    subject_ids: Sequence[str] | None = None,
+    times: Sequence[int] | None = None,
+    label_names: dict[int, str] | None = None,
+    label_format: str = "integer",
 ) -> str:
-    """Write a synthetic population (subject ``i`` named ``sub_NNNN_0000``) with its template
-    through :func:`~jrs_jax.data.write_learn2reg`; returns the path of ``dataset.json``."""
+    """Write a synthetic population (scan ``i`` named ``sub_NNNN_0000``, or ``names[i]``,
+    of subject ``subject_ids[i]`` at time ``times[i]`` when given) with its template through
+    :func:`~jrs_jax.data.write_learn2reg`; returns the path of ``dataset.json``. Rows are
+    scans: ``lay`` counts scans (several scans of a subject: scale its counts by the scans
+    per subject). ``label_names`` replaces the default class names. ``label_format="multi"``:
+    ``labels`` (and ``template``) are multi-label maps ``[*S, K]``, written as uint8."""
     ndim = len(lay.shape)
     n_lab, n_train = lay.n_lab, lay.n_train
     # every subject keeps its labels on disk (labelsTr); only the first n_lab training
     # subjects list them in the JSON, the held-out ones get them by the labelsTr guess.
     subjects_ = tuple(
         Subject(
-            name=f"sub_{i:04d}_0000",
+            name=f"sub_{i:04d}_0000" if names is None else names[i],
             image=images[i],
             labels=labels[i] if (i < n_lab or i >= n_train) else None,
             affine=lay.affine,
@@ -594,15 +603,20 @@ def _write_population(
             mask=None if masks is None else masks[i],
             field=None if fields is None else fields[0][i],
             field_inv=None if fields is None else fields[1][i],
+            subject=None if subject_ids is None else subject_ids[i],
+            time=0 if times is None else int(times[i]),
         )
         for i in range(lay.n)
     )
+    if label_names is None:
+        label_names = {int(k): v for k, v in _label_names(int(template.max()) + 1).items()}
     dataset = Dataset(
         subjects=subjects_,
         val_pairs=tuple(pairs),
         modalities=("synthetic",),
-        label_names={int(k): v for k, v in _label_names(int(template.max()) + 1).items()},
+        label_names=dict(label_names),
         pair_fields=dict(pair_fields or {}),
+        label_format=label_format,
     )
     root = os.fspath(root)
     for i in range(n_lab, n_train):  # unlabelled training subjects: labels on disk anyway
@@ -610,7 +624,7 @@ def _write_population(
         save_image(p, _to_file(labels[i], ndim), affine=lay.affine)
     save_image(
         os.path.join(root, _TEMPLATE_REL[2:]),
-        _to_file(template.astype(np.int32), ndim),
+        _to_file(template.astype(np.uint8 if dataset.multi_label else np.int32), ndim),
         affine=lay.affine,
     )
     return write_learn2reg(root, dataset, name=name, description=description, extra=extra)
