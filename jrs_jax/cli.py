@@ -114,9 +114,19 @@ def _run_register(args: argparse.Namespace) -> int:
     from .experiment import load_run
     from .inference import FILE_OPTIONS, register_files
 
+    if args.series is None and (args.fixed is None or args.moving is None):
+        raise ValueError("register needs --fixed and --moving (or --series for a series)")
+    if args.series is not None and (args.fixed or args.moving or args.moving_labels):
+        raise ValueError("--series registers every frame to frame 0: drop --fixed / --moving")
     method, state, cfg = load_run(args.checkpoint, step=args.step)
     keys = [k for k in FILE_OPTIONS if k != "image"]
-    out = register_files(method, state, cfg, _files(args, keys), args.out)
+    files = {**_files(args, keys), "sequence": args.series}
+    out = register_files(method, state, cfg, files, args.out)
+    if args.series is not None:
+        worst = max(out["folding_percent"], default=0.0)
+        print(f"wrote {out['frames']} frames' outputs ({len(out['files'])} files) to {args.out}")
+        print(f"  folding (det J <= 0): at most {worst:.3f} % of a frame's voxels")
+        return 0
     stats = out["jacobian"]
     print(f"wrote {', '.join(out['files'])} and summary.json to {args.out}")
     print(
@@ -275,10 +285,20 @@ def _parser() -> argparse.ArgumentParser:
             help="checkpoint: best (default), latest or a step number",
         )
         if name == "register":
-            p.add_argument("--fixed", required=True, help="fixed image (.nii/.nii.gz)")
-            p.add_argument("--moving", required=True, help="moving image (.nii/.nii.gz)")
+            p.add_argument("--fixed", help="fixed image (.nii/.nii.gz)")
+            p.add_argument("--moving", help="moving image (.nii/.nii.gz)")
+            p.add_argument(
+                "--series",
+                help="instead of --fixed / --moving: a series of frames (4-D NIfTI [X, Y, Z, T], "
+                "2-D+t [H, W, 1, T], or a folder of frames), every frame registered to frame 0 "
+                "(methods with a sequence task)",
+            )
             p.add_argument("--moving-labels", help="moving label map, warped to the fixed grid")
-            p.add_argument("--fixed-labels", help="fixed label map (reports Dice)")
+            p.add_argument(
+                "--fixed-labels",
+                help="fixed label map (reports Dice); with --series: frame 0's labels, "
+                "propagated to every frame",
+            )
             p.add_argument("--moving-mask", help="moving region mask (methods that need one)")
             p.add_argument("--fixed-mask", help="fixed region mask (methods that need one)")
             p.add_argument("--out", required=True, help="output folder")

@@ -12,6 +12,16 @@ evaluation mode (the method's :attr:`~jrs_jax.methods.Method.eval_mode`, or the 
   data, sequences);
 * ``"cross_modal"``: the ``"pairs"`` pairs with the moving image in channel
   ``eval.moving_channel`` (default 0) and the fixed one in ``eval.fixed_channel`` (default 1).
+* ``"sequence"``: every held-out sequence from its frame 0 (the first ``eval.frames``
+  frames, default all). A method with a ``"sequence"`` task predicts the whole sequence at
+  once and is scored per sequence against every frame's labels, the evaluation-only
+  :attr:`~jrs_jax.data.Subject.hidden_labels` included: segmentation Dice on the frames
+  with training labels (``seg_dice_labelled``) and on the others (``seg_dice_unlabelled``),
+  registration Dice of every frame's labels warped onto frame 0 (``reg_dice``, and
+  ``reg_dice_identity``), folding %, the temporal smoothness of the motion
+  (``temporal_diff2``: mean squared second difference of the fields over time, with the
+  ground truth's ``temporal_diff2_truth``) and the endpoint error when the data has ground
+  truth; other methods register the pairs (frame 0, frame k).
 
 For every pair: the moving labels are warped with the predicted ``disp`` by nearest-neighbour
 lookup (Learn2Reg's ``order=0``; multi-label maps channel by channel) and compared with the
@@ -60,6 +70,7 @@ __all__ = [
     "evaluate",
     "evaluation_pairs",
     "label_dice",
+    "per_label_dice",
     "warp_labels_nearest",
     "write_json",
     "write_report",
@@ -107,6 +118,9 @@ def evaluation_pairs(
         pairs = sampling.atlas_pairs(a, dataset.held_out())
     elif mode == "within_subject":
         pairs = sampling.all_within_subject_pairs(dataset, dataset.held_out())
+    elif mode == "sequence":  # frame 0 of each held-out sequence against every later frame
+        _, w = sampling.leading_windows(dataset, dataset.held_out())
+        pairs = np.asarray([(r[0], m) for r in w for m in r[1:]], np.int64).reshape(-1, 2)
     else:
         raise ValueError(f"unknown evaluation mode {mode!r}")
     lab = _labelled(dataset)
@@ -123,6 +137,32 @@ def label_dice(
     if multi_label:
         return metrics.mean_dice_multilabel(pred, target, channels=labels, missing="zero")
     return metrics.mean_dice(pred, target, labels=labels, missing="zero")
+
+
+def per_label_dice(
+    pred,
+    target,
+    *,
+    multi_label: bool = False,
+    labels: Sequence[int] | None = None,
+    names: Mapping[int, str] | None = None,
+) -> dict[str, float]:
+    """Dice of each foreground label (integer maps ``[*S]``) or channel (multi-label
+    ``[*S, K]``) of one case, keyed by its name (``names``, e.g. ``Dataset.label_names``; the
+    index otherwise), as :func:`label_dice` scores them: a structure in only one map scores 0,
+    one in neither ``NaN``. ``labels`` restricts the labels / channels scored."""
+    if multi_label:
+        k = np.asarray(pred).shape[-1]
+        chans = range(k) if labels is None else labels
+        scores = metrics.dice_per_channel(pred, target, channels=chans, missing="zero")
+    else:
+        if labels is None:
+            known = [int(i) for i in (names or {}) if int(i) > 0]
+            present = np.union1d(np.unique(pred), np.unique(target))
+            labels = sorted(set(known) | {int(v) for v in present if v > 0})
+        scores = metrics.dice_per_label(pred, target, labels=labels, missing="zero")
+    names = names or {}
+    return {str(names.get(int(i), i)): float(v) for i, v in scores.items()}
 
 
 def _mean_hd95(pred: np.ndarray, target: np.ndarray, spacing) -> float:
@@ -163,8 +203,9 @@ def _summarise(rows: list[dict], names: Mapping[str, str]) -> dict[str, float]:
     out = {}
     for key, name in names.items():
         vals = [r[key] for r in rows if key in r]
-        if vals:
-            out[f"val/{name}"] = float(np.nanmean(np.asarray(vals, np.float64)))
+        vals = np.asarray(vals, np.float64)
+        if vals.size:  # all-NaN (e.g. no unlabelled frame): NaN, without numpy's warning
+            out[f"val/{name}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
     return out
 
 
@@ -173,6 +214,12 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
     band_width = int(config.get("boundary_width", 2))
     dice = functools.partial(
         label_dice, multi_label=method.multi_label, labels=config.get("labels")
+    )
+    per_label = functools.partial(
+        per_label_dice,
+        multi_label=method.multi_label,
+        labels=config.get("labels"),
+        names=dataset.label_names,
     )
     rows = []
     for sl in _chunks(len(pairs), batch_size):
@@ -196,6 +243,7 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
                 "moving": dataset.subjects[m].name,
                 "dice_identity": dice(b["moving_labels"][j], target),
                 "dice": dice(warped[j], target),
+                **{f"reg_dice/{k}": v for k, v in per_label(warped[j], target).items()},
                 "folding_percent": metrics.folding_fraction(disp[j]),
                 "sdlogj": float(metrics.sdlogj(disp[j])),
             }
@@ -209,6 +257,7 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
                             row[key] = metrics.endpoint_error(disp[j], b["gt_disp"][j], mask=inside)
             if seg is not None:
                 row["seg_dice"] = dice(seg[j], target)
+                row.update({f"seg_dice/{k}": v for k, v in per_label(seg[j], target).items()})
             if seg_moving is not None:  # Seg(moving)∘φ against Seg(fixed)
                 row["seg_consistency"] = dice(seg_moving[j], seg[j])
             if surface and warped.ndim == disp.ndim - 1:
@@ -223,6 +272,12 @@ def _segment_rows(method, variables, dataset, *, config, batch_size, surface):
     dice = functools.partial(
         label_dice, multi_label=method.multi_label, labels=config.get("labels")
     )
+    per_label = functools.partial(
+        per_label_dice,
+        multi_label=method.multi_label,
+        labels=config.get("labels"),
+        names=dataset.label_names,
+    )
     subs = np.asarray([i for i in dataset.held_out() if dataset.subjects[i].has_labels], np.int64)
     rows = []
     for sl in _chunks(len(subs), batch_size):
@@ -232,9 +287,78 @@ def _segment_rows(method, variables, dataset, *, config, batch_size, surface):
             row = {
                 "subject": dataset.subjects[i].name,
                 "dice": dice(pred[j], b["labels"][j]),
+                **{f"seg_dice/{k}": v for k, v in per_label(pred[j], b["labels"][j]).items()},
             }
             if surface and pred.ndim == b["image"].ndim - 1:
                 row["hd95"] = _mean_hd95(pred[j], b["labels"][j], spacing)
+            rows.append(row)
+    return rows
+
+
+def _second_difference(disp: np.ndarray) -> float:
+    """Mean squared second temporal difference of the fields ``[T, *S, D]`` of one sequence,
+    ``mean ||u_{k+1} - 2 u_k + u_{k-1}||^2`` (voxels^2; ``u_0 = 0``, frame 0 onto itself):
+    how far the motion departs from a constant velocity; lower is smoother in time."""
+    u = np.concatenate([np.zeros_like(disp[:1]), disp], 0).astype(np.float64)
+    if len(u) < 3:
+        return float("nan")
+    d2 = u[2:] - 2.0 * u[1:-1] + u[:-2]
+    return float(np.mean(np.sum(d2**2, -1)))
+
+
+def _sequence_rows(method, variables, dataset, *, config, batch_size):
+    """One row per held-out sequence (frame 0 the target), scored against every frame's
+    labels, the evaluation-only ``hidden_labels`` included (see :func:`evaluate`)."""
+    dice = functools.partial(
+        label_dice, multi_label=method.multi_label, labels=config.get("labels")
+    )
+    ids, windows = sampling.leading_windows(dataset, dataset.held_out(), config.get("frames"))
+    rows = []
+    for sl in _chunks(len(windows), batch_size):
+        b = sampling.sequence_batch(dataset, windows[sl], hidden_labels=True)
+        pred = method.run(variables, {"sequence": b["sequence"]}, "sequence")
+        disp = np.asarray(pred["disp_sequence"])
+        seg = method.labels({"seg_probs": pred["seg_sequence_probs"]})
+        truth, has_truth = b["sequence_labels"], b["sequence_has_label"].copy()
+        if "sequence_hidden_labels" in b:
+            hidden = b["sequence_has_hidden"]
+            truth = np.where(
+                hidden.reshape(*hidden.shape, *([1] * (truth.ndim - 2))),
+                b["sequence_hidden_labels"],
+                truth,
+            )
+            has_truth |= hidden
+        warped = np.asarray(
+            warp_labels_nearest(
+                jnp.asarray(truth[:, 1:].reshape(-1, *truth.shape[2:])),
+                jnp.asarray(disp.reshape(-1, *disp.shape[2:])),
+            )
+        ).reshape(truth[:, 1:].shape)
+        for j, w in enumerate(windows[sl]):
+            lab, tru = b["sequence_has_label"][j], has_truth[j]
+            seg_l = [dice(seg[j, t], truth[j, t]) for t in range(len(w)) if tru[t] and lab[t]]
+            seg_u = [dice(seg[j, t], truth[j, t]) for t in range(len(w)) if tru[t] and not lab[t]]
+            ks = [k for k in range(1, len(w)) if tru[k] and tru[0]]
+            row = {
+                "sequence": ids[sl.start + j],
+                "frames": len(w),
+                "seg_dice": float(np.mean(seg_l + seg_u)) if seg_l + seg_u else float("nan"),
+                "seg_dice_labelled": float(np.mean(seg_l)) if seg_l else float("nan"),
+                "seg_dice_unlabelled": float(np.mean(seg_u)) if seg_u else float("nan"),
+                "reg_dice": float(np.mean([dice(warped[j, k - 1], truth[j, 0]) for k in ks]))
+                if ks
+                else float("nan"),
+                "reg_dice_identity": float(np.mean([dice(truth[j, k], truth[j, 0]) for k in ks]))
+                if ks
+                else float("nan"),
+                "folding_percent": float(np.mean([metrics.folding_fraction(u) for u in disp[j]])),
+                "temporal_diff2": _second_difference(disp[j]),
+            }
+            pairs = np.asarray([(w[0], m) for m in w[1:]], np.int64)
+            if dataset.has_ground_truth(pairs):
+                gt = sampling.pair_batch(dataset, pairs, fields=True)["gt_disp"]
+                row["epe"] = metrics.endpoint_error(disp[j], gt)
+                row["temporal_diff2_truth"] = _second_difference(gt)
             rows.append(row)
     return rows
 
@@ -270,15 +394,24 @@ def evaluate(
       distance, and outside that band; the mean over the pairs whose fixed image has a mask),
       ``val/seg_dice``, ``val/seg_consistency``, ``val/mean_dice`` (mean of the two Dice
       scores, for joint methods),
-      ``val/<name>`` of the method's pair metrics, and ``val/reg_hd95`` / ``val/seg_hd95``
-      with ``surface``.
+      ``val/<name>`` of the method's pair metrics, ``val/reg_dice/<label>`` and
+      ``val/seg_dice/<label>`` per label (multi-label: per channel; named by
+      ``Dataset.label_names``), and ``val/reg_hd95`` / ``val/seg_hd95`` with ``surface``.
     """
     config = dict(method.config.get("eval") or {})
     mode = mode or method.evaluation_mode
     summary: dict[str, float] = {}
     pair_rows: list[dict] = []
     subject_rows: list[dict] = []
-    if "register" in method.tasks:
+    if mode == "sequence" and "sequence" in method.tasks:
+        pair_rows = _sequence_rows(
+            method, variables, dataset, config=config, batch_size=max(1, batch_size // 4)
+        )
+        keys = ["seg_dice", "seg_dice_labelled", "seg_dice_unlabelled", "reg_dice"]
+        keys += ["reg_dice_identity", "folding_percent", "temporal_diff2", "epe"]
+        keys += ["temporal_diff2_truth"]
+        summary.update(_summarise(pair_rows, {k: k for k in keys}))
+    elif "register" in method.tasks:
         pairs = evaluation_pairs(dataset, mode=mode, atlas=config.get("atlas"), max_pairs=max_pairs)
         pair_rows = _register_rows(
             method,
@@ -302,14 +435,16 @@ def evaluate(
             "seg_dice": "seg_dice",
             "seg_consistency": "seg_consistency",
         }
-        extra = [k for k in (pair_rows[0] if pair_rows else {}) if k not in names]
+        extra = [k for k in dict.fromkeys(k for r in pair_rows for k in r) if k not in names]
         names.update({k: k for k in extra if k not in ("fixed", "moving")})
         summary.update(_summarise(pair_rows, names))
     if "segment" in method.tasks:
         subject_rows = _segment_rows(
             method, variables, dataset, config=config, batch_size=batch_size, surface=surface
         )
-        summary.update(_summarise(subject_rows, {"dice": "seg_dice", "hd95": "seg_hd95"}))
+        names = {"dice": "seg_dice", "hd95": "seg_hd95"}
+        names.update({k: k for r in subject_rows for k in r if k.startswith("seg_dice/")})
+        summary.update(_summarise(subject_rows, names))
     if "val/reg_dice" in summary and "val/seg_dice" in summary:
         summary["val/mean_dice"] = 0.5 * (summary["val/reg_dice"] + summary["val/seg_dice"])
     return Evaluation(summary=summary, pairs=pair_rows, subjects=subject_rows)

@@ -37,6 +37,7 @@ __all__ = [
     "load_dataset",
     "load_run",
     "resolve_config",
+    "sequence_figure",
     "train",
     "train_or_reuse",
     "write_figures",
@@ -156,6 +157,12 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
         p = os.path.join(fig_dir, "registration.png")
         viz.save_figure(fig, p)
         paths.append(p)
+    if "sequence" in method.tasks:
+        fig = sequence_figure(method, state, dataset)
+        if fig is not None:
+            p = os.path.join(fig_dir, "sequence.png")
+            viz.save_figure(fig, p)
+            paths.append(p)
     held = [i for i in dataset.held_out() if dataset.subjects[i].has_labels]
     if "segment" in method.tasks and held:
         b = subject_batch(dataset, held[:1])
@@ -166,6 +173,43 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
         viz.save_figure(viz.overlay(b["image"][0], pred, title=f"{name}: prediction"), p)
         paths.append(p)
     return paths
+
+
+def sequence_figure(method: Method, state: Any, dataset: Dataset):
+    """The first held-out sequence as a frame strip (:func:`jrs_jax.viz.frame_strip`): frame
+    0's labels propagated onto every frame through the inverted predicted fields (solid), and
+    every frame's labels, evaluation-only hidden labels included (dashed). ``None`` when the
+    dataset has no held-out sequence with a labelled frame 0."""
+    import jax.numpy as jnp
+
+    from . import viz
+    from .data import sampling
+    from .evaluation import warp_labels_nearest
+    from .spatial import invert_displacement
+
+    _, windows = sampling.leading_windows(dataset, dataset.held_out())
+    if not len(windows):
+        return None
+    b = sampling.sequence_batch(dataset, windows[:1], hidden_labels=True)
+    if not b["sequence_has_label"][0, 0]:
+        return None
+    pred = method.run(variables(jax.device_get(state)), {"sequence": b["sequence"]}, "sequence")
+    inverse = invert_displacement(jnp.asarray(pred["disp_sequence"][0]))
+    lab0 = jnp.broadcast_to(
+        jnp.asarray(b["sequence_labels"][0, :1]), (len(inverse), *b["sequence_labels"].shape[2:])
+    )
+    moved = np.asarray(warp_labels_nearest(lab0, inverse))
+    shown = np.concatenate([b["sequence_labels"][0, :1], moved])
+    truth = b["sequence_labels"][0]
+    if "sequence_hidden_labels" in b:
+        hidden = b["sequence_has_hidden"][0]
+        truth = np.where(
+            hidden.reshape(-1, *([1] * (truth.ndim - 1))), b["sequence_hidden_labels"][0], truth
+        )
+    name = dataset.subjects[int(windows[0, 0])].subject
+    titles = [f"{name} t={t}" for t in range(len(shown))]
+    show = lambda x: np.stack([viz.display_labels(y, ndim=method.ndim) for y in x])
+    return viz.frame_strip(b["sequence"][0], show(shown), reference=show(truth), titles=titles)
 
 
 def ensure_figures(workdir: str | os.PathLike) -> list[str]:

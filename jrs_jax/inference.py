@@ -19,7 +19,15 @@ from . import metrics
 from .evaluation import label_dice, write_json
 from .methods.base import Method, MissingInput
 
-__all__ = ["FILE_OPTIONS", "InputFile", "load_inputs", "register_files", "segment_files"]
+__all__ = [
+    "FILE_OPTIONS",
+    "InputFile",
+    "load_inputs",
+    "load_series",
+    "register_files",
+    "register_series",
+    "segment_files",
+]
 
 #: Command-line option of each batch key a method may need.
 FILE_OPTIONS = {
@@ -30,6 +38,7 @@ FILE_OPTIONS = {
     "moving_mask": "--moving-mask",
     "fixed_mask": "--fixed-mask",
     "image": "--image",
+    "sequence": "--series",
 }
 _IMAGES = ("moving", "fixed", "image")
 
@@ -43,25 +52,60 @@ class InputFile:
     """
 
     def __init__(self, path: str, key: str, config: Mapping):
-        from .data import crop_or_pad, load_image, load_labels, load_subject
+        from .data import crop_or_pad, load_image, load_labels, load_multilabel, load_subject
 
         shape = tuple(config["data"]["shape"])
+        multi = bool(config["data"].get("multi_label")) and key.endswith("_labels")
         self.ndim = len(shape)
         self.path = path
         if key in _IMAGES:
+            self.volume = load_image(path, channels=True)
+            c, channels = self.volume.data.shape[-1], int(config["data"].get("num_channels") or 1)
+            if c != 1 and channels == 1:
+                from .data import DataError
+
+                raise DataError(
+                    path,
+                    f"has {c} volumes along its 4th axis; the model reads one 3-D image (a "
+                    "series of frames? register it with --series)",
+                )
             subject = load_subject(path, None, ndim=self.ndim)
             self.volume = load_image(path)
             data = subject.image
             self.name = subject.name
-        else:
-            self.volume = load_labels(path)
+        else:  # label maps: integer [*S], or binary channels [*S, K] for multi-label methods
+            self.volume = load_multilabel(path) if multi else load_labels(path)
             data = np.asarray(self.volume.data)
             if self.ndim == 2:
                 data = data[:, :, 0]
             self.name = os.path.basename(path)
+            if multi and data.shape[-1] != int(config["data"]["num_classes"]):
+                from .data import DataError
+
+                raise DataError(
+                    path,
+                    f"multi-label map has {data.shape[-1]} channels; the model segments "
+                    f"{config['data']['num_classes']} labels",
+                )
         self.array, self.info = crop_or_pad(data, shape)
         if key not in _IMAGES:
-            self.array = self.array.astype(np.int32)
+            self.array = self.array.astype(np.uint8 if multi else np.int32)
+
+    @classmethod
+    def from_volume(cls, volume, name: str, config: Mapping) -> InputFile:
+        """An image input from an already loaded 3-D :class:`~jrs_jax.data.Volume` (e.g.
+        one frame of a 4-D series), intensity-normalised as files are."""
+        from .data import crop_or_pad, normalize_intensity
+
+        self = cls.__new__(cls)
+        shape = tuple(config["data"]["shape"])
+        self.ndim, self.path, self.volume, self.name = len(shape), volume.path, volume, name
+        data = np.asarray(volume.data, np.float32)
+        if self.ndim == 2:
+            data = data[:, :, 0]
+        data = normalize_intensity(data)[..., None]
+        self.array, self.info = crop_or_pad(data, shape)
+        return self
 
     def uncrop(self, arr) -> np.ndarray:
         """A model-grid array ``[*S, ...]`` back on the file's spatial grid."""
@@ -75,6 +119,54 @@ class InputFile:
         if self.ndim == 2:
             return arr[:, :, None] if arr.ndim == 2 else arr[:, :, None, :]
         return arr
+
+
+def load_series(path: str, config: Mapping) -> list[InputFile]:
+    """The frames of a series, each an :class:`InputFile` on the model grid: a 4-D NIfTI
+    ``[X, Y, Z, T]`` (2-D+t: ``[H, W, 1, T]``) or a folder of 3-D frame files (in name order).
+
+    Raises:
+      DataError: one 3-D volume instead of a series, fewer than 2 frames, or frames on
+        different grids (naming the file).
+    """
+    import dataclasses
+
+    from .data import DataError, load_image
+
+    if os.path.isdir(path):
+        names = sorted(f for f in os.listdir(path) if f.endswith((".nii", ".nii.gz")))
+        if len(names) < 2:
+            raise DataError(
+                path, f"a series folder needs 2 or more NIfTI frames; found {len(names)}"
+            )
+        frames = [InputFile(os.path.join(path, f), "fixed", config) for f in names]
+        ref = frames[0]
+        for f in frames[1:]:
+            if f.volume.data.shape != ref.volume.data.shape or not np.allclose(
+                f.volume.affine, ref.volume.affine, atol=1e-3
+            ):
+                raise DataError(
+                    f.path,
+                    f"frame grid {f.volume.data.shape} differs from the first frame's "
+                    f"{ref.volume.data.shape} ({ref.path}): the frames of a series share one grid",
+                )
+        return frames
+    vol = load_image(path, channels=True)
+    if vol.data.ndim < 4 or vol.data.shape[-1] < 2:
+        raise DataError(
+            path,
+            f"is one volume {vol.data.shape[:3]}, not a series: give a 4-D NIfTI [X, Y, Z, T] "
+            "(2-D+t: [H, W, 1, T]) or a folder of frames",
+        )
+    base = os.path.basename(path).split(".nii")[0]
+    return [
+        InputFile.from_volume(
+            dataclasses.replace(vol, data=np.ascontiguousarray(vol.data[..., t])),
+            f"{base}_f{t:02d}",
+            config,
+        )
+        for t in range(vol.data.shape[-1])
+    ]
 
 
 def load_inputs(method: Method, config: Mapping, task: str, files: Mapping[str, str | None]):
@@ -91,7 +183,7 @@ def load_inputs(method: Method, config: Mapping, task: str, files: Mapping[str, 
     for key in needed:
         if not files.get(key):
             raise MissingInput(method.name, task, FILE_OPTIONS.get(key, key))
-    inputs = {k: InputFile(p, k, config) for k, p in files.items() if p}
+    inputs = {k: InputFile(p, k, config) for k, p in files.items() if p and k != "sequence"}
     ref = next(iter(inputs.values()))
     for f in inputs.values():
         if f.volume.data.shape[: ref.ndim] != ref.volume.data.shape[: ref.ndim]:
@@ -105,11 +197,98 @@ def load_inputs(method: Method, config: Mapping, task: str, files: Mapping[str, 
     return batch, inputs
 
 
-def _save(path: str, inp: InputFile, arr, *, reference: bool = True) -> None:
+def _save(path: str, inp: InputFile, arr, *, reference: bool = True, names=None) -> None:
     from .data import save_image
 
     kw = {"reference": inp.volume} if reference else {"affine": inp.volume.affine}
-    save_image(path, inp.to_file(arr), **kw)
+    save_image(path, inp.to_file(arr), label_names=names, **kw)
+
+
+def _label_names(config: Mapping) -> dict | None:
+    """The dataset's label (or, multi-label, channel) names the run was trained with."""
+    names = (config.get("data") or {}).get("label_names")
+    return {int(k): v for k, v in names.items()} if names else None
+
+
+def register_series(
+    method: Method, state, config: Mapping, files: Mapping[str, str | None], out: str
+) -> dict:
+    """Register every frame of a series to its frame 0 and write, per frame ``k >= 1``,
+    ``disp_fKK.nii.gz`` (frame ``k`` pulled onto frame 0, jrs_jax voxel displacements on the
+    canonical grid), ``warped_fKK.nii.gz``; per frame ``k >= 0`` ``labels_fKK.nii.gz``, the
+    labels of frame 0 (``--fixed-labels``, else the method's segmentation of frame 0)
+    propagated onto frame ``k`` through the inverted field, and ``seg_fKK.nii.gz`` (the
+    method's own segmentation of the frame, when it segments); ``frames.png`` (the propagated
+    labels over the sequence) and ``summary.json``. Returns the summary."""
+    import jax.numpy as jnp
+
+    from . import viz
+    from .evaluation import warp_labels_nearest
+    from .spatial import invert_displacement, warp
+    from .train import variables
+
+    if "sequence" not in method.tasks:
+        raise ValueError(
+            f"{method.name} registers pairs, not series: give --fixed and --moving instead of "
+            "--series"
+        )
+    frames = load_series(files["sequence"], config)
+    seq = np.stack([f.array for f in frames])[None]
+    pred = method.run(variables(state), {"sequence": seq}, "sequence")
+    disp = np.asarray(pred["disp_sequence"])[0]
+    f0 = frames[0]
+    os.makedirs(out, exist_ok=True)
+    names = _label_names(config)
+    labels0 = None
+    if files.get("fixed_labels"):
+        labels0 = InputFile(files["fixed_labels"], "fixed_labels", config).array
+    segs = None
+    if "seg_sequence_probs" in pred:
+        segs = method.labels({"seg_probs": pred["seg_sequence_probs"]})[0]
+        labels0 = segs[0] if labels0 is None else labels0
+    inverse = np.asarray(invert_displacement(jnp.asarray(disp)))
+    warped = np.asarray(warp(jnp.asarray(seq[0, 1:]), jnp.asarray(disp)))
+    summary: dict = {"frames": len(frames), "files": [], "folding_percent": []}
+    propagated = []
+    for k, frame in enumerate(frames):
+        tag = f"f{k:02d}"
+        if k:
+            u = disp[k - 1]
+            _save(os.path.join(out, f"disp_{tag}.nii.gz"), f0, u, reference=False)
+            _save(os.path.join(out, f"warped_{tag}.nii.gz"), f0, warped[k - 1][..., 0])
+            summary["files"] += [f"disp_{tag}.nii.gz", f"warped_{tag}.nii.gz"]
+            summary["folding_percent"].append(metrics.folding_fraction(u))
+        if labels0 is not None:
+            lab = (
+                labels0
+                if k == 0
+                else np.asarray(
+                    warp_labels_nearest(
+                        jnp.asarray(labels0[None]), jnp.asarray(inverse[k - 1][None])
+                    )
+                )[0]
+            )
+            propagated.append(lab)
+            _save(os.path.join(out, f"labels_{tag}.nii.gz"), frame, lab, names=names)
+            summary["files"].append(f"labels_{tag}.nii.gz")
+        if segs is not None:
+            _save(os.path.join(out, f"seg_{tag}.nii.gz"), frame, segs[k], names=names)
+            summary["files"].append(f"seg_{tag}.nii.gz")
+    if segs is not None and propagated:
+        multi = method.multi_label
+        summary["dice_propagated_vs_segmented"] = [
+            label_dice(p, s, multi_label=multi) for p, s in zip(propagated, segs)
+        ]
+    shown = (
+        None
+        if not propagated
+        else np.stack([viz.display_labels(p, ndim=method.ndim) for p in propagated])
+    )
+    fig = viz.frame_strip(seq[0], shown, titles=[f.name for f in frames])
+    viz.save_figure(fig, os.path.join(out, "frames.png"))
+    summary["files"].append("frames.png")
+    write_json(os.path.join(out, "summary.json"), summary)
+    return summary
 
 
 def register_files(
@@ -130,6 +309,8 @@ def register_files(
     from .evaluation import warp_labels_nearest
     from .train import variables
 
+    if files.get("sequence"):
+        return register_series(method, state, config, files, out)
     batch, inputs = load_inputs(method, config, "register", files)
     pred = method.run(variables(state), batch, "register")
     fixed = inputs["fixed"]
@@ -146,7 +327,12 @@ def register_files(
     warped_labels = None
     if m_lab is not None:
         warped_labels = np.asarray(warp_labels_nearest(m_lab.array[None], pred["disp"]))[0]
-        _save(os.path.join(out, "warped_labels.nii.gz"), fixed, warped_labels.astype(np.int32))
+        _save(
+            os.path.join(out, "warped_labels.nii.gz"),
+            fixed,
+            warped_labels.astype(m_lab.array.dtype),
+            names=_label_names(config),
+        )
         summary["files"].append("warped_labels.nii.gz")
         if f_lab is not None:
             multi = method.multi_label
@@ -154,7 +340,7 @@ def register_files(
             summary["dice_after"] = label_dice(warped_labels, f_lab.array, multi_label=multi)
     if method.has_segmentation(pred):
         seg = method.labels(pred)[0]
-        _save(os.path.join(out, "fixed_seg.nii.gz"), fixed, seg)
+        _save(os.path.join(out, "fixed_seg.nii.gz"), fixed, seg, names=_label_names(config))
         summary["files"].append("fixed_seg.nii.gz")
     show = lambda x: None if x is None else viz.display_labels(x, ndim=method.ndim)
     fig = viz.registration_panel(
@@ -176,8 +362,10 @@ def segment_files(
     method: Method, state, config: Mapping, files: Mapping[str, str | None], out: str
 ) -> dict:
     """Segment the file's image and write ``labels.nii.gz`` (integer labels, or a
-    multi-channel ``uint8`` map for overlapping labels, on the image file's grid),
-    ``segmentation.png`` and ``summary.json`` (voxels per label). Returns the summary."""
+    multi-channel ``uint8`` map ``[X, Y, Z, K]`` for overlapping labels, thresholded per
+    label, on the image file's grid; the label names stored in the file,
+    :func:`~jrs_jax.data.read_label_names`), ``segmentation.png`` and ``summary.json``
+    (voxels per label, label names). Returns the summary."""
     from . import viz
     from .train import variables
 
@@ -185,7 +373,7 @@ def segment_files(
     image = inputs["image"]
     pred = method.labels(method.run(variables(state), batch, "segment"))[0]
     os.makedirs(out, exist_ok=True)
-    _save(os.path.join(out, "labels.nii.gz"), image, pred)
+    _save(os.path.join(out, "labels.nii.gz"), image, pred, names=_label_names(config))
     if pred.ndim == method.ndim + 1:  # multi-label: one channel per label
         counts = {int(k): int(pred[..., k].sum()) for k in range(pred.shape[-1])}
     else:

@@ -44,6 +44,7 @@ __all__ = [
     "deformation_grid",
     "display_labels",
     "field_comparison",
+    "frame_strip",
     "jacobian_map",
     "overlay",
     "registration_panel",
@@ -565,6 +566,57 @@ def field_comparison(
             ax.set_title(f"|u - u_gt|: mean {float(err.mean()):.3g}", fontsize=9)
         fig.colorbar(im, ax=axes[-1], shrink=0.8)
     fig.suptitle("fields of one pair" + _slice_suffix(ndim, axis, idx), fontsize=10)
+    return fig
+
+
+def frame_strip(
+    frames,
+    labels=None,
+    *,
+    titles: Sequence[str] | None = None,
+    reference=None,
+    axis: int = 0,
+    index: int | None = None,
+    columns: int = 10,
+):
+    """A sequence as a strip of frames (a GIF's frames side by side), each with its label
+    contours: e.g. a cardiac cycle with the labels propagated from end-diastole.
+
+    Args:
+      frames: ``[T, *S]`` or ``[T, *S, C]`` images (channel 0 shown).
+      labels: integer ``[T, *S]`` (one map per frame) or ``None``.
+      titles: one title per frame (default ``t = 0 .. T - 1``).
+      reference: optional integer ``[T, *S]`` second set of contours, dashed (e.g. the hidden
+        ground truth next to the propagated labels).
+      axis, index: slice for 3-D frames (``index=None`` -> middle).
+      columns: frames per row.
+
+    Example::
+
+        fig = frame_strip(cine[0, ..., 0], propagated, reference=truth)
+    """
+    frames = _np(frames, "frames")
+    t = frames.shape[0]
+    if t < 1:
+        raise ValueError("frame_strip needs at least one frame")
+    labs = None if labels is None else _np(labels, "labels")
+    refs = None if reference is None else _np(reference, "reference")
+    for name, arr in (("labels", labs), ("reference", refs)):
+        if arr is not None and arr.shape[0] != t:
+            raise ValueError(f"{name} has {arr.shape[0]} frames; frames has {t}")
+    titles = list(titles) if titles is not None else [f"t = {k}" for k in range(t)]
+    ncols = min(int(columns), t)
+    nrows = -(-t // ncols)
+    fig, axes = _new_figure(ncols, nrows)
+    for ax in axes[t:]:
+        ax.axis("off")
+    for k, ax in enumerate(axes[:t]):
+        lab = None if labs is None else labs[k]
+        overlay(frames[k], lab, ax=ax, title=titles[k], axis=axis, index=index)
+        if refs is not None:
+            ref = _spatial_from_labels(refs[k], None, "reference")
+            idx = _check_slice(ref.shape, axis, index)
+            _draw_contours(ax, _slice(ref, ref.ndim, axis, idx), None, linestyle="dashed")
     return fig
 
 

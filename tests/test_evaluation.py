@@ -203,3 +203,22 @@ def test_no_boundary_endpoint_error_without_masks(off_by_error):
     assert ev.summary["val/epe"] == pytest.approx(2.0)
     assert not {"epe_boundary", "epe_interior"} & set(ev.pairs[0])
     assert not {"val/epe_boundary", "val/epe_interior"} & set(ev.summary)
+
+
+def test_per_label_dice_names_each_label_and_channel():
+    from jrs_jax.evaluation import per_label_dice
+
+    a = np.array([[1, 1, 0], [0, 2, 2]])
+    b = np.array([[1, 0, 0], [0, 2, 3]])
+    got = per_label_dice(a, b, names={0: "bg", 1: "organ", 2: "liver", 3: "kidney", 4: "gone"})
+    assert got == pytest.approx(
+        {"organ": 2 / 3, "liver": 2 / 3, "kidney": 0.0, "gone": np.nan}, nan_ok=True
+    )
+    assert per_label_dice(a, b, labels=[2]) == pytest.approx({"2": 2 / 3})
+    p = np.zeros((2, 2, 2), np.uint8)
+    t = np.zeros((2, 2, 2), np.uint8)
+    p[0, :, 0] = 1
+    t[0, 0, 0] = 1
+    t[1, 1, 1] = 1  # channel 1: missed by the prediction -> 0
+    got = per_label_dice(p, t, multi_label=True, names={0: "tract_a", 1: "tract_b"})
+    assert got == pytest.approx({"tract_a": 2 / 3, "tract_b": 0.0})

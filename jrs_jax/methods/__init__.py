@@ -7,6 +7,7 @@ equations on top of :mod:`jrs_jax.spatial`, :mod:`jrs_jax.losses`, :mod:`jrs_jax
 
 from .adversarial_jrs import AdversarialJRS
 from .base import EVAL_MODES, TASKS, Method, MissingInput
+from .cardiac_motion import CardiacMotion
 from .cross_stitch import CrossStitchJRS
 from .ddir import DDIR
 from .deepatlas import DeepAtlas, update_counts
@@ -14,6 +15,7 @@ from .deeprs import DeepRS
 from .hybrid_unet import HybridUNet
 from .jrss import JRSS
 from .sddir import SDDIR
+from .seg_informed_2d import SegInformed2D
 from .segis_net import SegisNet
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
@@ -32,7 +34,9 @@ METHODS: dict[str, type[Method]] = {
         DDIR,
         SDDIR,
         HybridUNet,
+        SegInformed2D,
         SegisNet,
+        CardiacMotion,
     )
 }
 
@@ -61,12 +65,14 @@ __all__ = [
     "SDDIR",
     "TASKS",
     "AdversarialJRS",
+    "CardiacMotion",
     "CrossStitchJRS",
     "DeepAtlas",
     "DeepRS",
     "HybridUNet",
     "Method",
     "MissingInput",
+    "SegInformed2D",
     "SegisNet",
     "UNetSeg",
     "VoxelMorph",

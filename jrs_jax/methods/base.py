@@ -30,6 +30,10 @@ keys its ``predict`` needs (:attr:`Method.tasks`):
   need more (``moving_labels`` ``[B, *S]``, ``moving_mask``, a template, a second modality),
   and says so in its ``tasks`` entry.
 * ``"segment"``: one image, ``image`` ``[B, *S, C]``.
+* ``"sequence"``: a series of frames, ``sequence`` ``[B, T + 1, *S, C]``: frame 0 is the
+  target, every later frame a source registered to it (cardiac cine); outputs
+  ``disp_sequence`` ``[B, T, *S, D]`` (``warp(sequence[:, k + 1], disp_sequence[:, k]) ~
+  sequence[:, 0]``) and ``seg_sequence_probs`` ``[B, T + 1, *S, K]``.
 
 Standard output keys (documented once, read by evaluation, figures, the CLI and notebooks;
 each is present only when the method produces it):
@@ -75,10 +79,14 @@ from ..data.datasets import Dataset
 __all__ = ["EVAL_MODES", "TASKS", "Method", "MissingInput"]
 
 #: Tasks a method's ``predict`` may serve, with the standard inputs of each.
-TASKS: dict[str, tuple[str, ...]] = {"register": ("moving", "fixed"), "segment": ("image",)}
+TASKS: dict[str, tuple[str, ...]] = {
+    "register": ("moving", "fixed"),
+    "segment": ("image",),
+    "sequence": ("sequence",),
+}
 
 #: Evaluation modes (:mod:`jrs_jax.evaluation`).
-EVAL_MODES = ("pairs", "atlas", "within_subject", "cross_modal")
+EVAL_MODES = ("pairs", "atlas", "within_subject", "cross_modal", "sequence")
 
 
 class MissingInput(ValueError):

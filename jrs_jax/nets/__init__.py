@@ -33,6 +33,8 @@ Networks: :class:`UNet`, :class:`RegistrationNet` (VoxelMorph, Balakrishnan et a
 :class:`ImageGenerator` (U-Net image-to-image generator for modality synthesis, pix2pix /
 CycleGAN style), :class:`SharedEncoderMultiDecoder` (one encoder, one U-Net decoder per task),
 :class:`MultiHeadUNet` (one U-Net shared by every task, a head per output, Li et al. 2019),
+:class:`MotionSegNet` (shared encoder, segmentation and motion branches over a sequence, a
+ConvGRU along time, Qin et al. 2018),
 :class:`CrossStitchNet` (two U-Net paths stitched after every level, Beljaards et al. 2020).
 
 Multi-task and recurrent blocks: :class:`CrossStitch` (Misra et al. 2016),
@@ -55,6 +57,7 @@ from .blocks import (
 )
 from .discriminator import PatchDiscriminator, PixelDiscriminator
 from .generator import OUTPUT_ACTIVATIONS, ImageGenerator
+from .motion import MotionSegNet
 from .multitask import (
     STITCH_MODES,
     AffinityCoAttention,
@@ -99,6 +102,7 @@ __all__ = [
     "Encoder",
     "GatedCoAttention",
     "ImageGenerator",
+    "MotionSegNet",
     "MultiHeadUNet",
     "PatchDiscriminator",
     "PixelDiscriminator",

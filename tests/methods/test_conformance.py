@@ -20,7 +20,7 @@ import pytest
 
 from jrs_jax import experiment
 from jrs_jax.config import apply_overrides, load_config
-from jrs_jax.data import pair_batch, subject_batch, write_learn2reg_dataset
+from jrs_jax.data import pair_batch, sequence_batch, subject_batch, write_learn2reg_dataset
 from jrs_jax.evaluation import evaluate
 from jrs_jax.methods import METHODS, TASKS, MissingInput
 from jrs_jax.train import Checkpointer, variables
@@ -99,6 +99,8 @@ def test_checkpoint_round_trip_continues_bit_identically(name, data, tmp_path):
 def _task_batch(method, ds, task):
     if task == "register":
         return pair_batch(ds, np.asarray([[6, 7], [7, 6]]))
+    if task == "sequence":  # the held-out subject's two scans, in both orders
+        return {"sequence": sequence_batch(ds, np.asarray([[6, 7], [7, 6]]))["sequence"]}
     return subject_batch(ds, np.asarray([6, 7]))
 
 
@@ -116,6 +118,9 @@ def test_predict_keys_shapes_and_missing_inputs(name, data):
         if task == "register":
             assert out["disp"].shape == (2, *s, len(s))
             assert out["warped"].shape == batch["moving"].shape
+        if task == "sequence":
+            assert out["disp_sequence"].shape == (2, 1, *s, len(s))
+            assert out["seg_sequence_probs"].shape == (2, 2, *s, k)
         has_seg = {"seg_probs", "seg_sigmoid"} & set(out)
         if task == "segment":
             assert has_seg
