@@ -36,16 +36,40 @@ def _run_example(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _scenario_settings(write, scenario: str, items) -> dict:
+    """``--setting KEY=VALUE`` pairs as keyword arguments of the scenario writer (values
+    parsed as Python literals, else kept as strings); a key the writer does not take is a
+    ``ValueError`` naming the ones it does."""
+    import ast
+    import inspect
+
+    params = inspect.signature(write).parameters
+    named = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+    open_ = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    out = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--setting expects KEY=VALUE; got {item!r}")
+        if key not in named and not open_:
+            raise ValueError(f"scenario {scenario} has no setting {key!r}; it has {named}")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
 def _run_make_synthetic(args: argparse.Namespace) -> int:
-    from .data.scenarios import get_scenario
+    from .data.scenarios import get_scenario, make_scenario
 
     write = get_scenario(args.scenario)
     shape = tuple(args.shape) if args.shape else ((64, 64, 64) if args.three_d else (128, 128))
     out = args.out or ("jrs_synthetic_3d" if len(shape) == 3 else "jrs_synthetic")
     heldout = args.heldout if args.heldout is not None else max(2, args.subjects // 5)
+    settings = _scenario_settings(write, args.scenario, args.setting)
     t0 = time.perf_counter()
-    path = write(
-        out,
+    kwargs = dict(
         key=args.seed,
         shape=shape,
         num_subjects=args.subjects,
@@ -55,6 +79,10 @@ def _run_make_synthetic(args: argparse.Namespace) -> int:
         num_labels=args.labels,
         **({"label_means": args.label_means} if args.label_means else {}),
     )
+    try:  # generated in OUT.partial and renamed: nothing half-written is left behind
+        path = make_scenario(args.scenario, out, **{**kwargs, **settings})
+    except TypeError as exc:  # a setting the writer forwards and its callee does not take
+        raise ValueError(f"scenario {args.scenario}: {exc}") from None
     print(
         f"wrote {args.subjects} subjects ({'x'.join(map(str, shape))}, {heldout} held out) "
         f"of scenario {args.scenario} to "
@@ -243,6 +271,14 @@ def _parser() -> argparse.ArgumentParser:
         "0.05 0.35 0.8 0.6 0.6 hides 3 | 4)",
     )
     ms.add_argument("--seed", type=int, default=0)
+    ms.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a scenario setting, repeatable (e.g. --setting num_timepoints=3 for "
+        "longitudinal, --setting num_frames=12 for speech / cardiac)",
+    )
     ms.set_defaults(func=_run_make_synthetic)
 
     rp = sub.add_parser(

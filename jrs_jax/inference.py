@@ -66,8 +66,8 @@ class InputFile:
 
                 raise DataError(
                     path,
-                    f"has {c} volumes along its 4th axis; the model reads one 3-D image (a "
-                    "series of frames? register it with --series)",
+                    f"is 4-D data with {c} volumes along its 4th axis; the model reads one "
+                    "3-D image (a series of frames? register it with --series)",
                 )
             subject = load_subject(path, None, ndim=self.ndim)
             self.volume = load_image(path)
