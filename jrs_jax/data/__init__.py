@@ -18,6 +18,11 @@ from .cardiac import (
 from .datasets import Dataset, Subject, load_folder, load_learn2reg, load_subject
 from .errors import DataError
 from .learn2reg import write_learn2reg
+from .longitudinal import (
+    growth_velocity,
+    make_longitudinal_subjects,
+    write_longitudinal_dataset,
+)
 from .nifti import (
     CropPadInfo,
     Volume,
@@ -59,6 +64,7 @@ from .sliding import (
 )
 from .speech import SPEECH_LABELS, make_speech_subjects, write_speech_dataset
 from .synthetic import make_subjects, make_template, write_learn2reg_dataset
+from .tracts import make_tract_subjects, make_tract_template, write_tracts_dataset
 
 __all__ = [
     "CARDIAC_LABELS",
@@ -81,6 +87,7 @@ __all__ = [
     "crop_or_pad",
     "draw_distinct",
     "fill_organs",
+    "growth_velocity",
     "labelled_case_pairs",
     "labelled_pair_batch",
     "leading_windows",
@@ -92,10 +99,13 @@ __all__ = [
     "load_multilabel",
     "load_subject",
     "make_cardiac_sequences",
+    "make_longitudinal_subjects",
     "make_sliding_subjects",
     "make_speech_subjects",
     "make_subjects",
     "make_template",
+    "make_tract_subjects",
+    "make_tract_template",
     "normalize_intensity",
     "pair_batch",
     "read_label_names",
@@ -112,6 +122,8 @@ __all__ = [
     "write_cardiac_dataset",
     "write_learn2reg",
     "write_learn2reg_dataset",
+    "write_longitudinal_dataset",
     "write_sliding_dataset",
     "write_speech_dataset",
+    "write_tracts_dataset",
 ]

@@ -6,7 +6,11 @@ like real data. Each scenario is tested for the property it claims to have. ``an
 the built-in population of deformed subjects of one template
 (:func:`jrs_jax.data.write_learn2reg_dataset`); ``sliding`` has organs that slide against
 their surroundings, with region masks and exact pair ground truth
-(:func:`jrs_jax.data.write_sliding_dataset`); the method-family issues add
+(:func:`jrs_jax.data.write_sliding_dataset`); ``longitudinal`` has several scans per
+subject, a large variation across subjects and a small local change within one (a structure
+that grows or shrinks; :func:`jrs_jax.data.write_longitudinal_dataset`); ``tracts`` has
+crossing tube-like structures with overlapping multi-label maps, cross-sectional or
+longitudinal (:func:`jrs_jax.data.write_tracts_dataset`); the method-family issues add
 sequence, two-modality, lesion, small-organ and out-of-distribution scenarios here.
 """
 
@@ -17,9 +21,11 @@ import shutil
 from collections.abc import Callable
 
 from .cardiac import write_cardiac_dataset
+from .longitudinal import write_longitudinal_dataset
 from .sliding import write_sliding_dataset
 from .speech import write_speech_dataset
 from .synthetic import write_learn2reg_dataset
+from .tracts import write_tracts_dataset
 
 __all__ = ["SCENARIOS", "get_scenario", "make_scenario"]
 
@@ -27,8 +33,10 @@ __all__ = ["SCENARIOS", "get_scenario", "make_scenario"]
 SCENARIOS: dict[str, Callable[..., str]] = {
     "anatomy": write_learn2reg_dataset,
     "cardiac": write_cardiac_dataset,
+    "longitudinal": write_longitudinal_dataset,
     "sliding": write_sliding_dataset,
     "speech": write_speech_dataset,
+    "tracts": write_tracts_dataset,
 }
 
 
@@ -53,6 +61,10 @@ def make_scenario(name: str, root: str | os.PathLike, *, key, **settings) -> str
         raise FileExistsError(f"{root} already exists; choose another folder or remove it")
     tmp = root.rstrip(os.sep) + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    path = write(tmp, key=key, **settings)
+    try:
+        path = write(tmp, key=key, **settings)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     os.replace(tmp, root)
     return os.path.join(root, os.path.relpath(path, tmp))
