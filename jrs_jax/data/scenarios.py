@@ -10,8 +10,14 @@ their surroundings, with region masks and exact pair ground truth
 subject, a large variation across subjects and a small local change within one (a structure
 that grows or shrinks; :func:`jrs_jax.data.write_longitudinal_dataset`); ``tracts`` has
 crossing tube-like structures with overlapping multi-label maps, cross-sectional or
-longitudinal (:func:`jrs_jax.data.write_tracts_dataset`); the method-family issues add
-sequence, two-modality, lesion, small-organ and out-of-distribution scenarios here.
+longitudinal (:func:`jrs_jax.data.write_tracts_dataset`); ``speech`` has vocal-tract frames
+whose tongue touches the soft palate in some and not in others, the contacts recorded per
+frame (:func:`jrs_jax.data.write_speech_dataset`); ``cardiac`` has beating-heart sequences
+over one cycle, 2-D+t or 3-D+t, labelled at end-diastole and end-systole only, every
+frame's labels kept for evaluation (:func:`jrs_jax.data.write_cardiac_dataset`). The
+method-family issues add two-modality, lesion, small-organ and out-of-distribution
+scenarios here. ``jrs-jax make-synthetic --setting KEY=VALUE`` passes a scenario's own
+settings (``num_timepoints``, ``num_frames``, ...).
 """
 
 from __future__ import annotations
