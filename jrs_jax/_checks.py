@@ -31,3 +31,16 @@ def check_image(image, ndim: int, *, name: str = "image") -> None:
             f"{name} must have shape [B, *S, C] with {ndim} spatial axes (channels last); got "
             f"shape {tuple(image.shape)}"
         )
+
+
+def check_label_map(lab, *, batched: bool = False, name: str = "labels") -> int:
+    """Check that ``lab`` is a label map ``[*S]`` (``batched``: ``[B, *S]``) with ``len(S)``
+    in {2, 3}; return ``len(S)``. A 4-D array without ``batched`` gets a hint."""
+    spatial = lab.ndim - int(batched)
+    if spatial not in (2, 3):
+        raise ValueError(
+            f"{name} must be [*S]{' with a batch axis [B, *S]' if batched else ''} with "
+            f"len(S) in (2, 3); got shape {lab.shape}"
+            + ("" if batched or lab.ndim != 4 else " (pass batched=True for a batch)")
+        )
+    return spatial

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ._checks import check_label_map
+
 __all__ = [
     "assd",
     "boundary_band",
@@ -340,13 +342,7 @@ def contact_count(labels, class_a: int, class_b: int, *, batched: bool = False):
     lab = np.asarray(labels)
     if int(class_a) == int(class_b):
         raise ValueError(f"class_a and class_b must differ; got {class_a} and {class_b}")
-    spatial = lab.ndim - int(batched)
-    if spatial not in (2, 3):
-        raise ValueError(
-            f"labels must be [*S]{' with a batch axis [B, *S]' if batched else ''} with "
-            f"len(S) in (2, 3); got shape {lab.shape}"
-            + ("" if batched or lab.ndim != 4 else " (pass batched=True for a batch)")
-        )
+    check_label_map(lab, batched=batched)
     batch = lab if batched else lab[None]
     a, b = batch == class_a, batch == class_b
     count = np.zeros(batch.shape[0], np.int64)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ._checks import check_label_map
+
 __all__ = ["largest_component"]
 
 
@@ -71,13 +73,7 @@ def largest_component(
     lab = np.asarray(labels)
     if lab.dtype.kind not in "iu":
         raise ValueError(f"labels must be an integer label map; got dtype {lab.dtype}")
-    spatial = lab.ndim - int(batched)
-    if spatial not in (2, 3):
-        raise ValueError(
-            f"labels must be [*S]{' with a batch axis [B, *S]' if batched else ''} with "
-            f"len(S) in (2, 3); got shape {lab.shape}"
-            + ("" if batched or lab.ndim != 4 else " (pass batched=True for a batch)")
-        )
+    spatial = check_label_map(lab, batched=batched)
     if isinstance(connectivity, bool) or connectivity not in range(1, spatial + 1):
         raise ValueError(f"connectivity must be an integer in 1..{spatial}; got {connectivity!r}")
     if num_classes is None:
