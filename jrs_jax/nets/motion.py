@@ -53,20 +53,6 @@ class MotionSegNet(UNetConfig, kw_only=True):
     gru_features: int = 16
     head_init_std: float = 1e-5
 
-    def _split(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        levels = len(self.features)
-        dec = (
-            tuple(self.features[-2::-1])
-            if self.decoder_features is None
-            else tuple(self.decoder_features)
-        )
-        if len(dec) < levels - 1:
-            raise ValueError(
-                f"decoder_features needs at least {levels - 1} entries for {levels} encoder "
-                f"levels; got {dec}"
-            )
-        return dec[: levels - 1], dec[levels - 1 :]
-
     @nn.compact
     def __call__(self, target: jnp.ndarray, sources: jnp.ndarray) -> dict[str, jnp.ndarray]:
         ndim = spatial_rank(target, name="target")
@@ -80,7 +66,7 @@ class MotionSegNet(UNetConfig, kw_only=True):
         flat = frames.reshape(b * (t + 1), *frames.shape[2:])
         check_divisible(flat, len(self.features), what="MotionSegNet")
         skips = self.make_encoder()(flat)
-        levels, finals = self._split()
+        levels, finals = self.decoder_widths()
         seg = _decoder(self, levels, finals, name="seg_decoder")(skips)
         logits = nn.Conv(
             self.num_classes,

@@ -289,13 +289,7 @@ class CoSegmentationNet(UNetConfig, kw_only=True):
                 name="co_attention",
             )(skips_m[-1], skips_f[-1])
             skips_m, skips_f = [*skips_m[:-1], o_m], [*skips_f[:-1], o_f]
-        dec = (
-            tuple(self.features[-2::-1])
-            if self.decoder_features is None
-            else tuple(self.decoder_features)
-        )
-        levels = len(self.features)
-        decoder = _decoder(self, dec[: levels - 1], dec[levels - 1 :], name="decoder")
+        decoder = _decoder(self, *self.decoder_widths(), name="decoder")
         head = nn.Conv(
             self.num_classes,
             kernel_size=(1,) * ndim,
@@ -654,19 +648,11 @@ class CrossStitchNet(UNetConfig, kw_only=True):
             )
         levels = len(self.features)
         check_divisible(x_s, levels, what="CrossStitchNet")
-        dec = (
-            tuple(self.features[-2::-1])
-            if self.decoder_features is None
-            else tuple(self.decoder_features)
-        )
-        if len(dec) < levels - 1:
-            raise ValueError(
-                f"decoder_features needs at least {levels - 1} entries for {levels} encoder "
-                f"levels; got {dec}"
-            )
+        dec_levels, dec_finals = self.decoder_widths()
+        dec = (*dec_levels, *dec_finals)
 
         def decoder(name):
-            return _decoder(self, dec[: levels - 1], dec[levels - 1 :], name=name)
+            return _decoder(self, dec_levels, dec_finals, name=name)
 
         def mix(name, a, b):
             if self.stitch == "none":

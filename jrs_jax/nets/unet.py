@@ -62,6 +62,22 @@ class UNetConfig(EncoderConfig, kw_only=True):
     decoder_features: Sequence[int] | None = None
     upsample: str = "linear"
 
+    def decoder_widths(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(level widths, full-resolution final widths)`` of the decoder:
+        ``decoder_features`` (default ``features[-2::-1]``) split after ``len(features) - 1``
+        entries; ``ValueError`` if there are fewer."""
+        levels = len(self.features)
+        if self.decoder_features is None:
+            dec = tuple(self.features[-2::-1])
+        else:
+            dec = tuple(self.decoder_features)
+        if len(dec) < levels - 1:
+            raise ValueError(
+                f"decoder_features needs at least {levels - 1} entries for "
+                f"{levels} encoder levels; got {dec}"
+            )
+        return dec[: levels - 1], dec[levels - 1 :]
+
     def make_unet(self, name: str = "unet") -> UNet:
         return UNet(
             features=tuple(self.features),
@@ -164,24 +180,11 @@ class UNet(UNetConfig, kw_only=True):
     2019 (architecture with LeakyReLU(0.2), stride-2 encoder convs, upsample + skip decoder).
     """
 
-    def _decoder_features(self) -> tuple[int, ...]:
-        levels = len(self.features)
-        if self.decoder_features is None:
-            dec = tuple(self.features[-2::-1])
-        else:
-            dec = tuple(self.decoder_features)
-        if len(dec) < levels - 1:
-            raise ValueError(
-                f"decoder_features needs at least {levels - 1} entries for "
-                f"{levels} encoder levels; got {dec}"
-            )
-        return dec
-
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r} is not one of {UPSAMPLE_MODES}")
-        dec = self._decoder_features()
+        dec = sum(self.decoder_widths(), ())
         skips = self.make_encoder()(x)
         block_cls, common = block_settings(self)
         levels = len(self.features)
