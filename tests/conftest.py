@@ -68,6 +68,18 @@ def predict_only():
     return PredictOnly
 
 
+def build_on(config_spec: str, data, *overrides: str):
+    """``(resolved config, dataset, method)`` of ``config_spec`` (``configs/NAME.py:VARIANTS``)
+    on the dataset at ``data``, with ``--set``-style ``overrides``."""
+    from jrs_jax import experiment
+    from jrs_jax.config import apply_overrides, load_config
+
+    cfg = apply_overrides(load_config(config_spec), [f"data.dataset={str(data)!r}", *overrides])
+    ds = experiment.load_dataset(cfg)
+    cfg = experiment.resolve_config(cfg, ds)
+    return cfg, ds, experiment.build_method(cfg)
+
+
 def pair_scans(path: str) -> str:
     """Rewrite a synthetic ``dataset.json`` so its scans pair into subjects of two time
     points (training scans ``2i, 2i + 1``; every held-out scan one subject ``"h"``): data on

@@ -5,6 +5,7 @@ windows from end-diastole, the sequence evaluation against the hidden labels, an
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import build_on
 
 from jrs_jax import experiment, losses
 from jrs_jax.config import apply_overrides, load_config
@@ -24,6 +26,7 @@ from jrs_jax.train import variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "cardiac_motion.py:smoke")
+_build = functools.partial(build_on, SMOKE)  # (data, *overrides) -> (cfg, ds, method)
 FRAMES = 4
 
 
@@ -33,13 +36,6 @@ def data(tmp_path_factory):
     return write_cardiac_dataset(
         root, key=1, shape=(32, 32), num_subjects=5, num_heldout=2, num_frames=FRAMES
     )
-
-
-def _build(data, *overrides):
-    cfg = apply_overrides(load_config(SMOKE), [f"data.dataset={str(data)!r}", *overrides])
-    ds = experiment.load_dataset(cfg)
-    cfg = experiment.resolve_config(cfg, ds)
-    return cfg, ds, experiment.build_method(cfg)
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,16 @@ predictions, multi-label (sigmoid) segmentation and the seg_consistency evaluati
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import build_on
 
-from jrs_jax import experiment, losses
-from jrs_jax.config import apply_overrides, load_config
+from jrs_jax import losses
 from jrs_jax.data import batch_rng, within_subject_pairs, write_learn2reg_dataset
 from jrs_jax.evaluation import evaluate, label_dice, warp_labels_nearest
 from jrs_jax.methods import HybridUNet
@@ -21,6 +22,7 @@ from jrs_jax.train import variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "hybrid_unet.py:smoke")
+_build = functools.partial(build_on, SMOKE)  # (data, *overrides) -> (cfg, ds, method)
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +33,6 @@ def data(tmp_path_factory, paired_scans):
             root, key=3, shape=(16, 16), num_subjects=8, num_labelled=6, num_heldout=2
         )
     )
-
-
-def _build(data, *overrides):
-    cfg = apply_overrides(load_config(SMOKE), [f"data.dataset={str(data)!r}", *overrides])
-    ds = experiment.load_dataset(cfg)
-    cfg = experiment.resolve_config(cfg, ds)
-    return cfg, ds, experiment.build_method(cfg)
 
 
 @pytest.fixture(scope="module")

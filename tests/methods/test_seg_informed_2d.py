@@ -5,15 +5,16 @@ metric."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import build_on
 
-from jrs_jax import experiment, losses
-from jrs_jax.config import apply_overrides, load_config
+from jrs_jax import losses
 from jrs_jax.data import write_learn2reg_dataset
 from jrs_jax.evaluation import evaluate, warp_labels_nearest
 from jrs_jax.metrics import contact_count
@@ -23,6 +24,7 @@ from jrs_jax.train import variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "seg_informed_2d.py:smoke")
+_build = functools.partial(build_on, SMOKE)  # (data, *overrides) -> (cfg, ds, method)
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +37,9 @@ def data(tmp_path_factory, paired_scans):
     )
 
 
-def _build(data, *overrides):
-    cfg = apply_overrides(load_config(SMOKE), [f"data.dataset={str(data)!r}", *overrides])
-    ds = experiment.load_dataset(cfg)
-    cfg = experiment.resolve_config(cfg, ds)
-    return ds, experiment.build_method(cfg)
-
-
 @pytest.fixture(scope="module")
 def setup(data, perturbed):
-    ds, method = _build(data, "loss.reg_weight=0.3", "loss.dice_weight=2.0")
+    _, ds, method = _build(data, "loss.reg_weight=0.3", "loss.dice_weight=2.0")
     return ds, method, perturbed(method.init(jax.random.key(0), ds))
 
 
@@ -115,7 +110,7 @@ def test_loss_is_mse_grad_l2_and_dice_of_the_manual_labels(setup):
 
 
 def test_image_only_baseline_has_no_segmentation_stage(data):
-    ds, method = _build(data, "model.seg_inputs=False", "schedule.seg_steps=0")
+    _, ds, method = _build(data, "model.seg_inputs=False", "schedule.seg_steps=0")
     assert method.reg_channels == 1 and method.phase(0) == "reg"
     state = method.init(jax.random.key(0), ds)
     v = variables(state)
