@@ -121,3 +121,26 @@ def test_label_names_round_trip_through_a_file(tmp_path):
     assert read_label_names(p) == NAMES
     save_image(tmp_path / "y.nii.gz", np.zeros((4, 4, 2), np.uint8), affine=np.eye(4))
     assert read_label_names(tmp_path / "y.nii.gz") is None
+
+
+def test_soft_warping_of_overlapping_channels_is_per_channel_and_exact_on_shifts():
+    import jax.numpy as jnp
+
+    from jrs_jax.evaluation import warp_labels_nearest
+    from jrs_jax.spatial import warp, warp_labels
+
+    rng = np.random.default_rng(0)
+    lab = (rng.random((1, 12, 10, 3)) < 0.4).astype(np.uint8)  # overlapping binary channels
+    disp = jnp.asarray(rng.normal(scale=1.5, size=(1, 12, 10, 2)), jnp.float32)
+    soft = warp_labels(jnp.asarray(lab, jnp.float32), disp, num_classes=3, mode="soft")
+    for k in range(3):  # channel k alone, warped linearly
+        np.testing.assert_allclose(
+            soft[..., k],
+            warp(jnp.asarray(lab[..., k : k + 1], jnp.float32), disp)[..., 0],
+            atol=1e-6,
+        )
+    shift = jnp.zeros((1, 12, 10, 2)).at[..., 0].set(2.0)  # an integer shift: exact
+    soft = np.asarray(warp_labels(jnp.asarray(lab, jnp.float32), shift, num_classes=3))
+    hard = np.asarray(warp_labels_nearest(jnp.asarray(lab), shift))
+    np.testing.assert_array_equal((soft >= 0.5).astype(np.uint8), hard)
+    np.testing.assert_array_equal(hard[0, :-2], lab[0, 2:])
