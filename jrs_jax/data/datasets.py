@@ -205,8 +205,10 @@ class Subject:
         Default: ``name`` (every scan its own subject).
       time: time point of the scan within its subject (any integer order: visit number,
         frame index...); default 0.
-      mask: int32 ``[*S]`` region map (0 = outside; e.g. a body mask or lobe labels), or
-        ``None``.
+      mask: int32 ``[*S]`` region map, or ``None``: one integer per region, its meaning set by
+        the data (a body mask: 0 = outside; lobe labels; the ``sliding`` scenario: 0 = the
+        body layer, ``g`` = organ ``g``, the boundaries between values being the sliding
+        interfaces).
       field, field_inv: float32 ``[*S, D]`` ground-truth displacements (voxels along array
         axes, pull-back) or ``None``: ``field`` pulls a common reference (the synthetic
         template) onto this scan, ``field_inv`` this scan onto the reference; for a pair
