@@ -71,6 +71,8 @@ __all__ = [
     "evaluation_pairs",
     "label_dice",
     "per_label_dice",
+    "propagate_labels",
+    "sequence_truth",
     "warp_labels_nearest",
     "write_json",
     "write_report",
@@ -181,6 +183,32 @@ def warp_labels_nearest(labels: jax.Array, disp: jax.Array) -> jax.Array:
             labels
         )
     return warp_labels(labels, disp, num_classes=1, mode="nearest")
+
+
+def propagate_labels(labels0, disp_sequence) -> np.ndarray:
+    """Frame 0's labels carried onto every frame of a sequence: ``labels0`` integer ``[*S]``
+    (or binary ``[*S, K]``) and the fields ``disp_sequence`` ``[T, *S, D]`` (frame ``k + 1``
+    pulled onto frame 0, a ``"sequence"`` prediction) -> ``[T + 1, *S(, K)]``: ``labels0``,
+    then ``labels0`` warped by nearest-neighbour lookup through each inverted field."""
+    from .spatial import invert_displacement
+
+    disp = jnp.asarray(disp_sequence)
+    lab = jnp.broadcast_to(jnp.asarray(labels0), (disp.shape[0], *np.shape(labels0)))
+    moved = np.asarray(warp_labels_nearest(lab, invert_displacement(disp)))
+    return np.concatenate([np.asarray(labels0)[None], moved.astype(np.asarray(labels0).dtype)])
+
+
+def sequence_truth(batch: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame's labels of a :func:`~jrs_jax.data.sequence_batch` built with
+    ``hidden_labels=True``: ``(labels [B, T, *S(, K)], has_labels bool [B, T])``, the
+    evaluation-only hidden labels where a frame has them, else its training labels."""
+    truth, has = batch["sequence_labels"], batch["sequence_has_label"].copy()
+    if "sequence_hidden_labels" in batch:
+        hidden = batch["sequence_has_hidden"]
+        expand = hidden.reshape(*hidden.shape, *([1] * (truth.ndim - 2)))
+        truth = np.where(expand, batch["sequence_hidden_labels"], truth)
+        has |= hidden
+    return truth, has
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -319,15 +347,7 @@ def _sequence_rows(method, variables, dataset, *, config, batch_size):
         pred = method.run(variables, {"sequence": b["sequence"]}, "sequence")
         disp = np.asarray(pred["disp_sequence"])
         seg = method.labels({"seg_probs": pred["seg_sequence_probs"]})
-        truth, has_truth = b["sequence_labels"], b["sequence_has_label"].copy()
-        if "sequence_hidden_labels" in b:
-            hidden = b["sequence_has_hidden"]
-            truth = np.where(
-                hidden.reshape(*hidden.shape, *([1] * (truth.ndim - 2))),
-                b["sequence_hidden_labels"],
-                truth,
-            )
-            has_truth |= hidden
+        truth, has_truth = sequence_truth(b)
         warped = np.asarray(
             warp_labels_nearest(
                 jnp.asarray(truth[:, 1:].reshape(-1, *truth.shape[2:])),

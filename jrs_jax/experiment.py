@@ -180,12 +180,9 @@ def sequence_figure(method: Method, state: Any, dataset: Dataset):
     0's labels propagated onto every frame through the inverted predicted fields (solid), and
     every frame's labels, evaluation-only hidden labels included (dashed). ``None`` when the
     dataset has no held-out sequence with a labelled frame 0."""
-    import jax.numpy as jnp
-
     from . import viz
     from .data import sampling
-    from .evaluation import warp_labels_nearest
-    from .spatial import invert_displacement
+    from .evaluation import propagate_labels, sequence_truth
 
     _, windows = sampling.leading_windows(dataset, dataset.held_out())
     if not len(windows):
@@ -194,18 +191,8 @@ def sequence_figure(method: Method, state: Any, dataset: Dataset):
     if not b["sequence_has_label"][0, 0]:
         return None
     pred = method.run(variables(jax.device_get(state)), {"sequence": b["sequence"]}, "sequence")
-    inverse = invert_displacement(jnp.asarray(pred["disp_sequence"][0]))
-    lab0 = jnp.broadcast_to(
-        jnp.asarray(b["sequence_labels"][0, :1]), (len(inverse), *b["sequence_labels"].shape[2:])
-    )
-    moved = np.asarray(warp_labels_nearest(lab0, inverse))
-    shown = np.concatenate([b["sequence_labels"][0, :1], moved])
-    truth = b["sequence_labels"][0]
-    if "sequence_hidden_labels" in b:
-        hidden = b["sequence_has_hidden"][0]
-        truth = np.where(
-            hidden.reshape(-1, *([1] * (truth.ndim - 1))), b["sequence_hidden_labels"][0], truth
-        )
+    shown = propagate_labels(b["sequence_labels"][0, 0], pred["disp_sequence"][0])
+    truth = sequence_truth(b)[0][0]
     name = dataset.subjects[int(windows[0, 0])].subject
     titles = [f"{name} t={t}" for t in range(len(shown))]
     show = lambda x: np.stack([viz.display_labels(y, ndim=method.ndim) for y in x])

@@ -52,59 +52,63 @@ class InputFile:
     """
 
     def __init__(self, path: str, key: str, config: Mapping):
-        from .data import crop_or_pad, load_image, load_labels, load_multilabel, load_subject
+        import dataclasses
+
+        from .data import DataError, crop_or_pad, load_image, load_labels, load_multilabel
+        from .data.datasets import _squeeze_2d, _strip_ext
 
         shape = tuple(config["data"]["shape"])
         multi = bool(config["data"].get("multi_label")) and key.endswith("_labels")
         self.ndim = len(shape)
         self.path = path
-        if key in _IMAGES:
-            self.volume = load_image(path, channels=True)
-            c, channels = self.volume.data.shape[-1], int(config["data"].get("num_channels") or 1)
-            if c != 1 and channels == 1:
-                from .data import DataError
-
+        if key in _IMAGES:  # one 3-D volume per file (modalities are separate files)
+            vol = load_image(path, channels=True)
+            c = vol.data.shape[-1]
+            if c != 1:
                 raise DataError(
                     path,
                     f"is 4-D data with {c} volumes along its 4th axis; the model reads one "
                     "3-D image (a series of frames? register it with --series)",
                 )
-            subject = load_subject(path, None, ndim=self.ndim)
-            self.volume = load_image(path)
-            data = subject.image
-            self.name = subject.name
-        else:  # label maps: integer [*S], or binary channels [*S, K] for multi-label methods
-            self.volume = load_multilabel(path) if multi else load_labels(path)
-            data = np.asarray(self.volume.data)
-            if self.ndim == 2:
-                data = data[:, :, 0]
-            self.name = os.path.basename(path)
-            if multi and data.shape[-1] != int(config["data"]["num_classes"]):
-                from .data import DataError
-
-                raise DataError(
-                    path,
-                    f"multi-label map has {data.shape[-1]} channels; the model segments "
-                    f"{config['data']['num_classes']} labels",
-                )
+            vol = dataclasses.replace(vol, data=np.ascontiguousarray(vol.data[..., 0]))
+            self._set_image(vol, _strip_ext(os.path.basename(path)), shape)
+            return
+        # label maps: integer [*S], or binary channels [*S, K] for multi-label methods
+        self.volume = load_multilabel(path) if multi else load_labels(path)
+        data = np.asarray(self.volume.data)
+        if self.ndim == 2:
+            data = _squeeze_2d(path, data)
+        self.name = os.path.basename(path)
+        if multi and data.shape[-1] != int(config["data"]["num_classes"]):
+            raise DataError(
+                path,
+                f"multi-label map has {data.shape[-1]} channels; the model segments "
+                f"{config['data']['num_classes']} labels",
+            )
         self.array, self.info = crop_or_pad(data, shape)
-        if key not in _IMAGES:
-            self.array = self.array.astype(np.uint8 if multi else np.int32)
+        self.array = self.array.astype(np.uint8 if multi else np.int32)
+
+    def _set_image(self, volume, name: str, shape: tuple[int, ...]) -> None:
+        """An image from a loaded 3-D volume, as datasets load images: ``[H, W, 1]`` squeezed
+        for 2-D models (anything else is a :class:`~jrs_jax.data.DataError`), intensities
+        normalised to ``[0, 1]``, one channel, cropped / padded to ``shape``."""
+        from .data import crop_or_pad, normalize_intensity
+        from .data.datasets import _squeeze_2d
+
+        self.volume, self.name = volume, name
+        data = np.asarray(volume.data, np.float32)
+        if self.ndim == 2:
+            data = _squeeze_2d(volume.path or self.path, data)
+        self.array, self.info = crop_or_pad(normalize_intensity(data)[..., None], shape)
 
     @classmethod
     def from_volume(cls, volume, name: str, config: Mapping) -> InputFile:
         """An image input from an already loaded 3-D :class:`~jrs_jax.data.Volume` (e.g.
-        one frame of a 4-D series), intensity-normalised as files are."""
-        from .data import crop_or_pad, normalize_intensity
-
+        one frame of a 4-D series), prepared as image files are."""
         self = cls.__new__(cls)
         shape = tuple(config["data"]["shape"])
-        self.ndim, self.path, self.volume, self.name = len(shape), volume.path, volume, name
-        data = np.asarray(volume.data, np.float32)
-        if self.ndim == 2:
-            data = data[:, :, 0]
-        data = normalize_intensity(data)[..., None]
-        self.array, self.info = crop_or_pad(data, shape)
+        self.ndim, self.path = len(shape), volume.path
+        self._set_image(volume, name, shape)
         return self
 
     def uncrop(self, arr) -> np.ndarray:
@@ -223,8 +227,8 @@ def register_series(
     import jax.numpy as jnp
 
     from . import viz
-    from .evaluation import warp_labels_nearest
-    from .spatial import invert_displacement, warp
+    from .evaluation import propagate_labels
+    from .spatial import warp
     from .train import variables
 
     if "sequence" not in method.tasks:
@@ -246,10 +250,9 @@ def register_series(
     if "seg_sequence_probs" in pred:
         segs = method.labels({"seg_probs": pred["seg_sequence_probs"]})[0]
         labels0 = segs[0] if labels0 is None else labels0
-    inverse = np.asarray(invert_displacement(jnp.asarray(disp)))
+    propagated = [] if labels0 is None else list(propagate_labels(labels0, disp))
     warped = np.asarray(warp(jnp.asarray(seq[0, 1:]), jnp.asarray(disp)))
     summary: dict = {"frames": len(frames), "files": [], "folding_percent": []}
-    propagated = []
     for k, frame in enumerate(frames):
         tag = f"f{k:02d}"
         if k:
@@ -258,18 +261,8 @@ def register_series(
             _save(os.path.join(out, f"warped_{tag}.nii.gz"), f0, warped[k - 1][..., 0])
             summary["files"] += [f"disp_{tag}.nii.gz", f"warped_{tag}.nii.gz"]
             summary["folding_percent"].append(metrics.folding_fraction(u))
-        if labels0 is not None:
-            lab = (
-                labels0
-                if k == 0
-                else np.asarray(
-                    warp_labels_nearest(
-                        jnp.asarray(labels0[None]), jnp.asarray(inverse[k - 1][None])
-                    )
-                )[0]
-            )
-            propagated.append(lab)
-            _save(os.path.join(out, f"labels_{tag}.nii.gz"), frame, lab, names=names)
+        if propagated:
+            _save(os.path.join(out, f"labels_{tag}.nii.gz"), frame, propagated[k], names=names)
             summary["files"].append(f"labels_{tag}.nii.gz")
         if segs is not None:
             _save(os.path.join(out, f"seg_{tag}.nii.gz"), frame, segs[k], names=names)

@@ -143,6 +143,8 @@ def bad_files(tmp_path_factory):
     rng = np.random.default_rng(0)
     nib.save(nib.Nifti1Image(rng.random((32, 32, 1, 3), np.float32), np.eye(4)), d / "4d.nii.gz")
     nib.save(nib.Nifti1Image(rng.random((32, 32, 5), np.float32), np.eye(4)), d / "3d.nii.gz")
+    lab3d = rng.integers(0, 3, (32, 32, 5)).astype(np.int32)
+    nib.save(nib.Nifti1Image(lab3d, np.eye(4)), d / "3d_labels.nii.gz")
     nib.save(nib.Nifti1Image(rng.random((40, 24, 1), np.float32), np.eye(4)), d / "other.nii.gz")
     nan = rng.random((32, 32, 1), np.float32)
     nan[3, 4, 0] = np.nan
@@ -485,6 +487,10 @@ def _error_cases(dataset: Path, vxm: Path, seg: Path, bad: Path, out: Path) -> d
         "not_nifti": (reg(fixed=bad / "x.nii.gz"), ["x.nii.gz", "NIfTI"]),
         "four_d": (reg(moving=bad / "4d.nii.gz"), ["4d.nii.gz", "4-D"]),
         "three_d_for_2d_model": (reg(moving=bad / "3d.nii.gz"), ["3d.nii.gz", "[H, W, 1]"]),
+        "three_d_labels_for_2d_model": (
+            reg(fixed, moving, vxm, "--moving-labels", bad / "3d_labels.nii.gz"),
+            ["3d_labels.nii.gz", "[H, W, 1]"],
+        ),
         "shape_mismatch": (reg(moving=bad / "other.nii.gz"), ["other.nii.gz", "shape"]),
         "nan_image": (reg(moving=bad / "nan.nii.gz"), ["nan.nii.gz", "NaN"]),
         "not_a_run": (reg(checkpoint=bad / "not_a_run"), ["not_a_run", "config.json"]),
@@ -509,6 +515,7 @@ ERROR_CASES = [
     "not_nifti",
     "four_d",
     "three_d_for_2d_model",
+    "three_d_labels_for_2d_model",
     "shape_mismatch",
     "nan_image",
     "not_a_run",

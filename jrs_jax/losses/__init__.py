@@ -65,6 +65,7 @@ from .segmentation import (
     dice_bce,
     dice_ce,
     dice_score,
+    label_channels,
     soft_dice,
     soft_kl,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "inverse_consistency",
     "jacobian_folding",
     "l1",
+    "label_channels",
     "linear_ramp",
     "local_ncc",
     "mse",

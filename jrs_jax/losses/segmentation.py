@@ -25,6 +25,7 @@ __all__ = [
     "dice_bce",
     "dice_ce",
     "dice_score",
+    "label_channels",
     "soft_dice",
     "soft_kl",
 ]
@@ -288,6 +289,15 @@ def activate(logits: jnp.ndarray, *, multi_label: bool = False) -> jnp.ndarray:
     (overlapping structures). Applied exactly once, here."""
     logits = as_float(logits)
     return jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
+
+
+def label_channels(labels: jnp.ndarray, num_classes: int, *, multi_label: bool = False):
+    """Labels as float channels ``[B, *S, K]``: integer maps ``[B, *S]`` one-hot encoded, or
+    (``multi_label``) binary maps ``[B, *S, K]`` cast to float: the targets of the soft Dice
+    and of soft warping, whichever label format the data has."""
+    if multi_label:
+        return jnp.asarray(labels).astype(jnp.float32)
+    return jax.nn.one_hot(jnp.asarray(labels).astype(jnp.int32), num_classes, dtype=jnp.float32)
 
 
 def binary_cross_entropy(

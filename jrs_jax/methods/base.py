@@ -209,6 +209,19 @@ class Method(abc.ABC):
         ready = self.prepare(variables, {k: jnp.asarray(batch[k]) for k in keys}, task)
         return self._jit_predict(variables, {k: jnp.asarray(v) for k, v in ready.items()})
 
+    def label_channels(self, labels: jax.Array) -> jax.Array:
+        """Batch labels as float channels ``[B, *S, K]`` (one-hot, or the multi-label map):
+        :func:`jrs_jax.losses.label_channels` with this method's ``K`` and label format."""
+        from ..losses import label_channels
+
+        return label_channels(labels, self.num_classes, multi_label=self.multi_label)
+
+    @property
+    def seg_key(self) -> str:
+        """The prediction key of this method's segmentations: ``seg_sigmoid`` for
+        multi-label data, else ``seg_probs``."""
+        return "seg_sigmoid" if self.multi_label else "seg_probs"
+
     @staticmethod
     def labels(prediction: Mapping[str, Any], *, prefix: str = "") -> np.ndarray:
         """Hard labels of a prediction: ``int32 [B, *S]`` (argmax of ``seg_probs``) or

@@ -186,7 +186,7 @@ class HybridUNet(Method):
         """``{"disp", "warped", "seg_probs" | "seg_sigmoid", "moving_seg_probs" |
         "moving_seg_sigmoid"}`` (segmentations of the fixed and the moving image)."""
         out = self.forward(variables, batch)
-        key = "seg_sigmoid" if self.multi_label else "seg_probs"
+        key = self.seg_key
         act = lambda z: activate(z, multi_label=self.multi_label)
         return {
             "disp": out["disp"],
@@ -195,19 +195,13 @@ class HybridUNet(Method):
             f"moving_{key}": act(out["logits_moving"]),
         }
 
-    def _targets(self, labels: jax.Array) -> jax.Array:
-        """Labels as float channels ``[B, *S, K]`` (one-hot, or the multi-label map)."""
-        if self.multi_label:
-            return labels.astype(jax.numpy.float32)
-        return jax.nn.one_hot(labels, self.num_classes)
-
     def loss(self, variables: dict, batch: dict, key: jax.Array):
         """``L`` of the module docstring on a labelled pair batch."""
         out = self.forward(variables, batch)
         disp = out["disp"]
         moving_t, fixed_t = (
-            self._targets(batch["moving_labels"]),
-            self._targets(batch["fixed_labels"]),
+            self.label_channels(batch["moving_labels"]),
+            self.label_channels(batch["fixed_labels"]),
         )
         inputs = {
             "logits_moving": out["logits_moving"],

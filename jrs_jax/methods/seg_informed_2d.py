@@ -252,4 +252,3 @@ class SegInformed2D(Method):
     @property
     def best_metric(self) -> str:
         return "val/reg_dice"
-

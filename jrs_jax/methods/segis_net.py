@@ -54,7 +54,15 @@ import numpy as np
 
 from ..data.datasets import Dataset
 from ..data.sampling import batch_rng, pair_batch, within_subject_pairs
-from ..losses import activate, combine, gradient_l2, linear_ramp, mse, soft_dice, term
+from ..losses import (
+    activate,
+    combine,
+    gradient_l2,
+    linear_ramp,
+    mse,
+    soft_dice,
+    term,
+)
 from ..nets import RegistrationNet, SegmentationNet
 from ..spatial import warp, warp_labels
 from ..train import NetState, make_optimizer, make_update
@@ -119,10 +127,6 @@ class SegisNet(Method):
 
     # -- the streams -----------------------------------------------------------------------
 
-    @property
-    def _seg_key(self) -> str:
-        return "seg_sigmoid" if self.multi_label else "seg_probs"
-
     def segment(self, variables: dict, image: jax.Array) -> jax.Array:
         """``Ŝ = σ(F(I))`` (or softmax for exclusive labels): ``[B, *S, K]``."""
         return activate(self.seg_net.apply(variables["seg"], image), multi_label=self.multi_label)
@@ -130,7 +134,7 @@ class SegisNet(Method):
     def predict(self, variables: dict, batch: dict) -> dict:
         """Pair: ``{"disp", "warped", seg of fixed, moving_ seg of moving}``; image: its
         segmentation (``seg_sigmoid`` / ``seg_probs``)."""
-        key = self._seg_key
+        key = self.seg_key
         if "image" in batch:
             return {key: self.segment(variables, batch["image"])}
         disp = self.reg_net.apply(variables["reg"], batch["moving"], batch["fixed"])["disp"]
@@ -141,18 +145,13 @@ class SegisNet(Method):
             f"moving_{key}": self.segment(variables, batch["moving"]),
         }
 
-    def _targets(self, labels: jax.Array) -> jax.Array:
-        if self.multi_label:
-            return labels.astype(jax.numpy.float32)
-        return jax.nn.one_hot(labels, self.num_classes)
-
     def loss(self, variables: dict, batch: dict, key: jax.Array, step: jax.Array):
         """``L`` of the module docstring at update ``step`` (the λ ramp's clock)."""
         source = self.segment(variables, batch["moving"])
         disp = self.reg_net.apply(variables["reg"], batch["moving"], batch["fixed"])["disp"]
         inputs = {
             "seg_source": source,
-            "source_target": self._targets(batch["moving_labels"]),
+            "source_target": self.label_channels(batch["moving_labels"]),
             "warped": warp(batch["moving"], disp),
             "fixed": batch["fixed"],
             "disp": disp,
@@ -161,7 +160,7 @@ class SegisNet(Method):
             inputs["warped_seg"] = warp_labels(
                 source, disp, num_classes=self.num_classes, mode="soft"
             )
-            inputs["target"] = self._targets(batch["fixed_labels"])
+            inputs["target"] = self.label_channels(batch["fixed_labels"])
         return self.objective(step=step, **inputs)
 
     def train_step(self, state: dict, batch: dict, key: jax.Array, step: int):
