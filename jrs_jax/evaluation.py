@@ -70,6 +70,8 @@ __all__ = [
     "evaluate",
     "evaluation_pairs",
     "label_dice",
+    "pair_batch_for",
+    "pair_channels",
     "per_label_dice",
     "propagate_labels",
     "sequence_truth",
@@ -215,13 +217,24 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _pair_batch(dataset: Dataset, pairs: np.ndarray, config: Mapping, mode: str) -> dict:
-    kwargs = {}
-    if mode == "cross_modal":
-        kwargs.update(
-            moving_channel=int(config.get("moving_channel", 0)),
-            fixed_channel=int(config.get("fixed_channel", 1)),
-        )
+def pair_channels(method: Method, mode: str) -> dict[str, int | None]:
+    """The :func:`~jrs_jax.data.pair_batch` channel keywords of ``method``'s evaluation
+    pairs: the method's own (:meth:`~jrs_jax.methods.Method.pair_channels`, cross-modal
+    training), or in mode ``"cross_modal"`` the config's ``eval.moving_channel`` /
+    ``eval.fixed_channel`` (default: the method's, else 0 and 1)."""
+    own = method.pair_channels()
+    if mode != "cross_modal":
+        return own
+    config = method.config.get("eval") or {}
+    mc = config.get("moving_channel", 0 if own["moving_channel"] is None else own["moving_channel"])
+    fc = config.get("fixed_channel", 1 if own["fixed_channel"] is None else own["fixed_channel"])
+    return {"moving_channel": int(mc), "fixed_channel": int(fc)}
+
+
+def pair_batch_for(method: Method, dataset: Dataset, pairs: np.ndarray, mode: str) -> dict:
+    """:func:`~jrs_jax.data.pair_batch` of evaluation ``pairs`` as ``method`` sees them
+    (:func:`pair_channels`), with the ground truth when the dataset has it."""
+    kwargs = pair_channels(method, mode)
     if dataset.has_ground_truth(pairs):
         kwargs["fields"] = True
     return sampling.pair_batch(dataset, pairs, **kwargs)
@@ -251,7 +264,7 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
     )
     rows = []
     for sl in _chunks(len(pairs), batch_size):
-        b = _pair_batch(dataset, pairs[sl], config, mode)
+        b = pair_batch_for(method, dataset, pairs[sl], mode)
         pred = method.run(variables, b, "register")
         warped = np.asarray(warp_labels_nearest(jnp.asarray(b["moving_labels"]), pred["disp"]))
         disp = np.asarray(pred["disp"])
@@ -309,7 +322,7 @@ def _segment_rows(method, variables, dataset, *, config, batch_size, surface):
     subs = np.asarray([i for i in dataset.held_out() if dataset.subjects[i].has_labels], np.int64)
     rows = []
     for sl in _chunks(len(subs), batch_size):
-        b = sampling.subject_batch(dataset, subs[sl])
+        b = sampling.subject_batch(dataset, subs[sl], channels=method.channel("image"))
         pred = method.labels(method.run(variables, b, "segment"))
         for j, i in enumerate(subs[sl]):
             row = {

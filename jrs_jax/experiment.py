@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -23,8 +24,8 @@ import numpy as np
 from .config import save_config
 from .data.datasets import Dataset, load_folder, load_learn2reg
 from .data.errors import DataError
-from .data.sampling import pair_batch, subject_batch
-from .evaluation import evaluate, evaluation_pairs
+from .data.sampling import subject_batch
+from .evaluation import evaluate, evaluation_pairs, pair_batch_for
 from .methods import Method, get_method
 from .train import Checkpointer, variables
 from .train.loop import fit, read_log
@@ -71,6 +72,16 @@ def resolve_config(config: dict, dataset: Dataset) -> dict:
     data = cfg["data"]
     data["shape"] = list(dataset.shape)
     data["num_channels"] = int(dataset.num_channels)
+    for role in ("moving", "fixed", "image"):
+        c = data.get(f"{role}_channel")
+        if isinstance(c, int) and not 0 <= c < dataset.num_channels:
+            mods = ", ".join(dataset.modalities) or "one unnamed modality"
+            raise DataError(
+                str(dataset.source),
+                f"has {dataset.num_channels} image channel(s) ({mods}) but the config reads "
+                f"channel {c} (data.{role}_channel): a cross-modal method needs a dataset "
+                "with both modalities (nnU-Net channels _0000, _0001)",
+            )
     data["multi_label"] = bool(dataset.multi_label)
     if dataset.label_names:
         data["label_names"] = {str(k): v for k, v in dataset.label_names.items()}
@@ -121,7 +132,7 @@ def first_pair(method: Method, state: Any, dataset: Dataset) -> tuple[dict, dict
     pairs = evaluation_pairs(dataset, mode=method.evaluation_mode)[:1]
     if not len(pairs):
         raise ValueError(f"the dataset has no evaluation pair for {method.name}")
-    b = pair_batch(dataset, pairs, fields=dataset.has_ground_truth(pairs))
+    b = pair_batch_for(method, dataset, pairs, method.evaluation_mode)
     return b, method.run(variables(jax.device_get(state)), b, "register")
 
 
@@ -157,6 +168,10 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
         p = os.path.join(fig_dir, "registration.png")
         viz.save_figure(fig, p)
         paths.append(p)
+        if "synth" in pred:  # a synthesis method: x, G(x), y and the registered results
+            p = os.path.join(fig_dir, "synthesis.png")
+            viz.save_figure(synthesis_figure(method, b, pred, wl), p)
+            paths.append(p)
     if "sequence" in method.tasks:
         fig = sequence_figure(method, state, dataset)
         if fig is not None:
@@ -165,7 +180,7 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
             paths.append(p)
     held = [i for i in dataset.held_out() if dataset.subjects[i].has_labels]
     if "segment" in method.tasks and held:
-        b = subject_batch(dataset, held[:1])
+        b = subject_batch(dataset, held[:1], channels=method.channel("image"))
         pred = method.labels(method.run(v, b, "segment"))[0]
         pred = viz.display_labels(pred, ndim=method.ndim)
         p = os.path.join(fig_dir, "segmentation.png")
@@ -173,6 +188,32 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
         viz.save_figure(viz.overlay(b["image"][0], pred, title=f"{name}: prediction"), p)
         paths.append(p)
     return paths
+
+
+def synthesis_figure(method: Method, batch: Mapping, prediction: Mapping, warped_labels):
+    """The first pair of a synthesis method side by side (:func:`jrs_jax.viz.frame_strip`):
+    the moving image ``x``, its synthesis ``synth`` (``x`` rendered in the fixed image's
+    modality), the fixed image ``y``, the registered synthesis ``warped_synth`` (when
+    predicted) and the registered moving image ``warped``, with the moving labels on the
+    first two and the fixed labels on the others (dashed on the registered images: the
+    warped moving labels)."""
+    from . import viz
+
+    show = lambda x: viz.display_labels(np.asarray(x), ndim=method.ndim)
+    ml, fl = show(batch["moving_labels"][0]), show(batch["fixed_labels"][0])
+    wl = show(warped_labels[0])
+    images = [("moving x", batch["moving"], ml, ml), ("synth G(x)", prediction["synth"], ml, ml)]
+    images.append(("fixed y", batch["fixed"], fl, fl))
+    if "warped_synth" in prediction:
+        images.append(("registered G(x)", prediction["warped_synth"], fl, wl))
+    images.append(("registered x", prediction["warped"], fl, wl))
+    frames = np.stack([np.asarray(im[0])[..., :1] for _, im, _, _ in images])
+    return viz.frame_strip(
+        frames,
+        np.stack([lab for _, _, lab, _ in images]),
+        reference=np.stack([ref for _, _, _, ref in images]),
+        titles=[t for t, _, _, _ in images],
+    )
 
 
 def sequence_figure(method: Method, state: Any, dataset: Dataset):

@@ -246,7 +246,7 @@ class AdversarialJRS(Method):
     # -- state and data --------------------------------------------------------------------
 
     def _critic_channels(self) -> int:
-        c = 2 * self.num_channels
+        c = 2 * self.image_channels
         return c + self.num_classes if self.critic_inputs == "images_labels" else c
 
     def init(self, key: jax.Array, dataset: Dataset | None = None) -> dict:

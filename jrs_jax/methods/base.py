@@ -118,6 +118,9 @@ class Method(abc.ABC):
     tasks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: Default evaluation mode (one of :data:`EVAL_MODES`).
     eval_mode: ClassVar[str] = "pairs"
+    #: Whether the method trains on cross-modal pairs (``data.moving_channel`` /
+    #: ``data.fixed_channel``; its batches then come from :meth:`pair_channels`).
+    cross_modal_pairs: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -137,10 +140,62 @@ class Method(abc.ABC):
         self.num_channels = int(num_channels)
         self.multi_label = bool(multi_label)
         self.seed = int(config.get("seed", 0))
+        self._channels = self._check_channels(config.get("data") or {})
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown:
             raise TypeError(f"{self.name}: unknown task(s) {unknown}; known: {sorted(TASKS)}")
         self._jit_predict = jax.jit(self.predict)
+
+    def _check_channels(self, data: Mapping[str, Any]) -> dict[str, int | None]:
+        """``{role: channel}`` of ``data.moving_channel`` / ``data.fixed_channel`` /
+        ``data.image_channel`` (cross-modal training; see :meth:`channel`)."""
+        mc, fc = data.get("moving_channel"), data.get("fixed_channel")
+        if (mc is None) != (fc is None):
+            raise ValueError(
+                f"{self.name}: data.moving_channel and data.fixed_channel go together; got "
+                f"moving_channel={mc!r}, fixed_channel={fc!r}"
+            )
+        if mc is not None and not self.cross_modal_pairs:
+            raise ValueError(
+                f"{self.name} does not train on cross-modal pairs (data.moving_channel="
+                f"{mc!r}, data.fixed_channel={fc!r}); methods that do: voxelmorph, jssr"
+            )
+        ic = data.get("image_channel", fc)
+        out = {"moving": mc, "fixed": fc, "image": ic}
+        for role, c in out.items():
+            if c is not None and not (isinstance(c, int) and 0 <= c < self.num_channels):
+                have = f"{self.num_channels} channel" + ("s" if self.num_channels > 1 else "")
+                raise ValueError(
+                    f"{self.name}: data.{role}_channel={c!r}, but the dataset has {have} "
+                    f"(modalities 0..{self.num_channels - 1}); cross-modal training needs a "
+                    "dataset with both modalities"
+                )
+        return out
+
+    @property
+    def cross_modal(self) -> bool:
+        """Whether pairs are cross-modal (``data.moving_channel`` / ``data.fixed_channel``
+        set): the moving image is one channel of a multi-channel dataset, the fixed one
+        another, and the networks see one channel each."""
+        return self._channels["moving"] is not None
+
+    def channel(self, role: str) -> int | None:
+        """The dataset image channel that feeds ``role`` (``"moving"``, ``"fixed"`` or
+        ``"image"``, the image of the ``segment`` task; ``None``: all channels). Set by the
+        config's ``data.moving_channel``, ``data.fixed_channel`` and ``data.image_channel``
+        (default: the fixed channel)."""
+        return self._channels[role]
+
+    def pair_channels(self) -> dict[str, int | None]:
+        """``{"moving_channel", "fixed_channel"}`` keywords of
+        :func:`~jrs_jax.data.pair_batch` for this method's pairs."""
+        return {"moving_channel": self.channel("moving"), "fixed_channel": self.channel("fixed")}
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of one network input image: 1 for cross-modal pairs (one modality each),
+        else the dataset's ``C``."""
+        return 1 if self.cross_modal else self.num_channels
 
     # -- the loop's interface --------------------------------------------------------------
 
@@ -249,6 +304,7 @@ class Method(abc.ABC):
         return {}
 
     def zeros(self, channels: int | None = None) -> jax.Array:
-        """A ``[1, *S, C]`` float32 zero image (network initialisation)."""
-        c = self.num_channels if channels is None else int(channels)
+        """A ``[1, *S, C]`` float32 zero image (network initialisation; ``C`` defaults to
+        :attr:`image_channels`)."""
+        c = self.image_channels if channels is None else int(channels)
         return jnp.zeros((1, *self.shape, c), jnp.float32)

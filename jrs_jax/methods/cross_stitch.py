@@ -148,7 +148,7 @@ class CrossStitchJRS(Method):
 
     def init(self, key: jax.Array, dataset: Dataset | None = None) -> dict:
         k_net, k_head = jax.random.split(key)
-        x = self.zeros(2 * self.num_channels + self.num_classes)
+        x = self.zeros(2 * self.image_channels + self.num_classes)
         if self.arch == "shared_encoder":
             params = self.net.init(k_net, x)
             head = params["params"]["head_disp"]

@@ -124,7 +124,7 @@ class SegInformed2D(Method):
     def reg_channels(self) -> int:
         """Channels of each registration input: the image, plus ``K - 1`` foreground
         one-hot channels with ``model.seg_inputs``."""
-        return self.num_channels + (self.num_classes - 1 if self.seg_inputs else 0)
+        return self.image_channels + (self.num_classes - 1 if self.seg_inputs else 0)
 
     def init(self, key: jax.Array, dataset: Dataset | None = None) -> dict:
         k_seg, k_reg = jax.random.split(key)

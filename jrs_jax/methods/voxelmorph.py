@@ -52,6 +52,7 @@ class VoxelMorph(Method):
 
     name = "voxelmorph"
     tasks: ClassVar[dict] = {"register": ("moving", "fixed")}
+    cross_modal_pairs = True
 
     def __init__(self, config, **data):
         super().__init__(config, **data)
@@ -86,7 +87,7 @@ class VoxelMorph(Method):
         pairs = sample_pairs(
             batch_rng(self.seed, step), pool, int(self.config["data"]["batch_size"])
         )
-        return pair_batch(dataset, pairs)
+        return pair_batch(dataset, pairs, **self.pair_channels())
 
     # -- the model and its loss ------------------------------------------------------------
 

@@ -22,7 +22,7 @@ deterministically (documented per function) so that results can be reproduced by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -141,7 +141,7 @@ def make_adversarial_step(
     gen_loss_fn: LossFn,
     disc_loss_fn: LossFn,
     *,
-    gen: str = "gen",
+    gen: str | Sequence[str] = "gen",
     disc: str = "disc",
     n_critic: int = 1,
     jit: bool = True,
@@ -177,7 +177,9 @@ def make_adversarial_step(
       disc_loss_fn: critic objective, e.g. ``gan_discriminator_loss(D(real), D(fake))`` or
         ``wasserstein_critic_loss + 10 * gradient_penalty(key, D, real, fake)``. It must
         compute ``fake`` from ``variables[gen]`` itself (constant here).
-      gen, disc: names of the two ``NetState`` entries.
+      gen, disc: names of the two ``NetState`` entries; ``gen`` may name several networks
+        trained jointly by the generator objective (e.g. a synthesis, a registration and a
+        segmentation net), whose metrics are then prefixed with the names joined by ``+``.
       n_critic: critic updates per generator update (5 in WGAN; 1 for standard GANs).
       jit, donate: as in :func:`~jrs_jax.train.make_update`.
 
@@ -195,11 +197,13 @@ def make_adversarial_step(
     """
     if int(n_critic) < 1:
         raise ValueError(f"n_critic must be >= 1; got {n_critic}")
-    if gen == disc:
-        raise ValueError(f"gen and disc must name different networks; both are {gen!r}")
+    gens = (gen,) if isinstance(gen, str) else tuple(gen)
+    if disc in gens:
+        raise ValueError(f"gen and disc must name different networks; both name {disc!r}")
+    gen_name = "+".join(gens)
     n_critic = int(n_critic)
     disc_update = make_update(disc_loss_fn, train=disc, jit=False)
-    gen_update = make_update(gen_loss_fn, train=gen, jit=False)
+    gen_update = make_update(gen_loss_fn, train=gens, jit=False)
 
     def step(state: dict, batch: Any, key: jax.Array) -> tuple[dict, dict]:
         k_disc, k_gen = jax.random.split(key)
@@ -229,7 +233,7 @@ def make_adversarial_step(
         )
         disc_metrics = jax.tree.map(lambda x: jnp.mean(x, axis=0), disc_metrics)
         state, gen_metrics = gen_update(state, gen_batch, k_gen)
-        return state, {**_prefixed(disc_metrics, disc), **_prefixed(gen_metrics, gen)}
+        return state, {**_prefixed(disc_metrics, disc), **_prefixed(gen_metrics, gen_name)}
 
     return _maybe_jit(step, jit, donate)
 

@@ -256,6 +256,31 @@ def test_adversarial_rejects_bad_settings():
         make_adversarial_step(gen_loss, disc_loss, n_critic=0)
     with pytest.raises(ValueError, match="different"):
         make_adversarial_step(gen_loss, disc_loss, gen="x", disc="x")
+    with pytest.raises(ValueError, match="different"):
+        make_adversarial_step(gen_loss, disc_loss, gen=("a", "x"), disc="x")
+
+
+def test_adversarial_generator_side_may_be_several_networks():
+    """``gen=("a", "b")``: one generator update steps both (jointly, each with its own
+    optimiser), against the updated critic; metrics are prefixed ``a+b``."""
+    lr = 0.1
+
+    def disc_loss(v, batch, key):  # the critic's parameter d moves towards a + b
+        return jnp.square(v["d"] - v["a"] - v["b"]), {}
+
+    def gen_loss(v, batch, key):  # a and b minimise (a + b - d)^2 + a^2
+        return jnp.square(v["a"] + v["b"] - v["d"]) + jnp.square(v["a"]), {"a2": v["a"] ** 2}
+
+    sgd = optax.sgd(lr)
+    state = {n: NetState.create(params=jnp.float32(x), tx=sgd) for n, x in zip("abd", (1, 2, 0))}
+    step = make_adversarial_step(gen_loss, disc_loss, gen=("a", "b"), disc="d")
+    state, metrics = step(state, None, jax.random.key(0))
+    d1 = 0.0 - lr * 2 * (0.0 - 3.0)  # 0.6
+    r = 3.0 - d1
+    np.testing.assert_allclose(float(state["d"].params), d1, rtol=1e-6)
+    np.testing.assert_allclose(float(state["a"].params), 1 - lr * (2 * r + 2 * 1), rtol=1e-6)
+    np.testing.assert_allclose(float(state["b"].params), 2 - lr * 2 * r, rtol=1e-6)
+    assert {"loss/a+b", "a+b/a2", "grad_norm/a", "grad_norm/b", "loss/d"} <= set(metrics)
 
 
 # --------------------------------------------------------------------------- self-training
