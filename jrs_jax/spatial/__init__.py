@@ -42,7 +42,13 @@ from .fields import (
     jacobian_determinant,
     resize_field,
 )
-from .filters import box_filter, filter_1d, gaussian_filter, gaussian_kernel_1d
+from .filters import (
+    box_filter,
+    filter_1d,
+    gaussian_filter,
+    gaussian_kernel_1d,
+    otsu_threshold,
+)
 from .grid import identity_grid
 from .random import random_displacement, random_velocity
 from .warp import LABEL_MODES, PADDING_MODES, sample, warp, warp_labels
@@ -67,6 +73,7 @@ __all__ = [
     "integrate_velocity",
     "invert_displacement",
     "jacobian_determinant",
+    "otsu_threshold",
     "random_displacement",
     "random_velocity",
     "resize_field",
