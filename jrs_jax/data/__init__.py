@@ -17,11 +17,19 @@ from .cardiac import (
 )
 from .datasets import Dataset, Subject, load_folder, load_learn2reg, load_subject
 from .errors import DataError
+from .known_transform import make_known_transform_pairs, write_known_transform_dataset
 from .learn2reg import write_learn2reg
 from .longitudinal import (
     growth_velocity,
     make_longitudinal_subjects,
     write_longitudinal_dataset,
+)
+from .multimodal import (
+    MULTIMODAL_CONTRASTS,
+    MULTIMODAL_MODALITIES,
+    make_multimodal_subjects,
+    modality_means,
+    write_multimodal_dataset,
 )
 from .nifti import (
     CropPadInfo,
@@ -68,6 +76,8 @@ from .tracts import make_tract_subjects, make_tract_template, write_tracts_datas
 
 __all__ = [
     "CARDIAC_LABELS",
+    "MULTIMODAL_CONTRASTS",
+    "MULTIMODAL_MODALITIES",
     "PAIR_CASES",
     "SPEECH_LABELS",
     "CropPadInfo",
@@ -99,13 +109,16 @@ __all__ = [
     "load_multilabel",
     "load_subject",
     "make_cardiac_sequences",
+    "make_known_transform_pairs",
     "make_longitudinal_subjects",
+    "make_multimodal_subjects",
     "make_sliding_subjects",
     "make_speech_subjects",
     "make_subjects",
     "make_template",
     "make_tract_subjects",
     "make_tract_template",
+    "modality_means",
     "normalize_intensity",
     "pair_batch",
     "read_label_names",
@@ -120,9 +133,11 @@ __all__ = [
     "uncrop",
     "within_subject_pairs",
     "write_cardiac_dataset",
+    "write_known_transform_dataset",
     "write_learn2reg",
     "write_learn2reg_dataset",
     "write_longitudinal_dataset",
+    "write_multimodal_dataset",
     "write_sliding_dataset",
     "write_speech_dataset",
     "write_tracts_dataset",

@@ -623,9 +623,7 @@ def _sequence_val_pairs(lay, num_frames: int, num_val_pairs: int | None) -> list
     seqs = range(lay.n_train, lay.n)
     ed = [(i * t, i * t + f) for i in seqs for f in range(1, t)]
     consecutive = [(a, a + 1) for a in range(1, t - 1)]
-    others = [
-        (a, b) for a in range(1, t) for b in range(t) if a != b and b != 0 and b != a + 1
-    ]
+    others = [(a, b) for a in range(1, t) for b in range(t) if a != b and b != 0 and b != a + 1]
     others += [(a, 0) for a in range(1, t)]
     more = [(i * t + a, i * t + b) for a, b in consecutive + others for i in seqs]
     extra = 0 if num_val_pairs is None else int(num_val_pairs)

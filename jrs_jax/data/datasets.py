@@ -309,6 +309,8 @@ class Dataset:
         organs, :mod:`jrs_jax.data.sliding`). Learn2Reg: ``registration_val`` entries'
         ``disp``. Values may be deferred (loaded on first :meth:`pair_field`); read them
         with :meth:`pair_field`, not directly.
+      label_modality: the image channel whose labels may supervise training (JSSR: modality
+        Y); ``None``: any. Learn2Reg: ``jrs_jax.label_modality``.
     """
 
     subjects: tuple[Subject, ...]
@@ -318,6 +320,7 @@ class Dataset:
     label_format: str = "integer"
     label_names: dict[int, str] | None = None
     pair_fields: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict)
+    label_modality: int | None = None
 
     def __post_init__(self):
         if self.label_format not in LABEL_FORMATS:
@@ -339,6 +342,15 @@ class Dataset:
                 f"{len(mods)} modalities {mods} for images with "
                 f"{self.subjects[0].num_channels} channels"
             )
+        lm = self.label_modality
+        if lm is not None:
+            if isinstance(lm, bool) or not isinstance(lm, (int, np.integer)):
+                raise ValueError(f"label_modality must be None or a channel index; got {lm!r}")
+            if not 0 <= int(lm) < len(mods):
+                raise ValueError(
+                    f"label_modality {int(lm)} out of range for {len(mods)} channels {mods}"
+                )
+            object.__setattr__(self, "label_modality", int(lm))
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -564,14 +576,17 @@ def _load_scan(
     fields: bool | str = "lazy",
     subject: str | None = None,
     time: int = 0,
+    channel_names: Sequence[str] | None = None,
 ) -> Subject:
     """Load one scan's files (see :class:`Subject`); every file is checked against the first
-    channel's grid (:func:`~jrs_jax.data.check_pair`)."""
+    channel's grid (:func:`~jrs_jax.data.check_pair`; ``channel_names``: the modalities, to
+    name a channel off that grid)."""
     image_path = channel_paths[0]
     vols = [load_image(p) for p in channel_paths]
     img = vols[0]
-    for v in vols[1:]:
-        check_pair(img, v, what="channel")
+    for c, v in enumerate(vols[1:], 1):
+        name_c = f" ({channel_names[c]})" if channel_names and c < len(channel_names) else ""
+        check_pair(img, v, what=f"channel {c}{name_c}")
     lab = mask = None
     if label_path is not None:
         lab = load_multilabel(label_path) if label_format == "multi" else load_labels(label_path)

@@ -23,6 +23,7 @@ The JSON (paths relative to the JSON file's folder; absolute paths are kept)::
       "jrs_jax": {                                  # optional, this library's extensions
         "ndim": 2,                                  # 2-D data stored as [H, W, 1] files
         "label_format": "multi",                    # K-channel binary label maps
+        "label_modality": 1,                        # channel whose labels may supervise
         "heldout": [path, or {"image", "subject", "time", "label", "mask"}, ...],
         "fields": [{"image": ..., "disp": ..., "disp_inv": ...}, ...],
         "hidden_labels": [{"image": ..., "label": "./labelsHidden/N.nii.gz"}, ...]
@@ -181,7 +182,8 @@ def load_learn2reg(
     Raises:
       DataError: (message starting with the JSON file) missing / invalid JSON, no
         ``training`` list, entries without ``image``, referenced files missing (naming the
-        entry and the resolved path), bad ``subject`` / ``time`` values, a duplicate
+        entry and the resolved path), bad ``subject`` / ``time`` values, a
+        ``jrs_jax.label_modality`` that is not a channel index, a duplicate
         ``(subject, time)``, multi-label maps with different ``K``, subjects of different
         shapes; (starting with the file, and naming the JSON entry at the end) the errors of
         :func:`~jrs_jax.data.load_image` / ``load_labels`` / ``load_multilabel`` /
@@ -216,6 +218,17 @@ def load_learn2reg(
     if label_format not in LABEL_FORMATS:
         raise DataError(
             jp, f"jrs_jax.label_format must be one of {LABEL_FORMATS}; got {label_format!r}"
+        )
+    label_modality = extra.get("label_modality")
+    if label_modality is not None and (
+        isinstance(label_modality, bool)
+        or not isinstance(label_modality, int)
+        or not 0 <= label_modality < num_channels
+    ):
+        raise DataError(
+            jp,
+            f"jrs_jax.label_modality must be an integer channel in 0..{num_channels - 1} "
+            f"(or null); got {label_modality!r}",
         )
     base = os.path.dirname(os.path.abspath(jp))
     json_name = os.path.basename(jp)
@@ -427,6 +440,7 @@ def load_learn2reg(
                     fields=fields,
                     subject=s["subject"],
                     time=s["time"],
+                    channel_names=modalities,
                 )
             )
         except DataError as exc:
@@ -464,6 +478,7 @@ def load_learn2reg(
         label_format=label_format,
         label_names=_label_names(meta.get("labels")),
         pair_fields=pair_fields,
+        label_modality=label_modality,
     )
 
 
@@ -529,7 +544,8 @@ def write_learn2reg(
         labelsHidden/N.nii.gz               Subject.hidden_labels (evaluation only; format
                                             of labelsTr), listed in jrs_jax.hidden_labels
         fieldsTr/<case>_disp.nii.gz         Subject.field     (<case>: N without a trailing
-        fieldsTr/<case>_disp_inv.nii.gz     Subject.field_inv  _NNNN channel suffix)
+        fieldsTr/<case>_disp_inv.nii.gz     Subject.field_inv  _NNNN channel suffix; N
+                                            itself when C > 1: its files add the suffix)
         fieldsVal/<fixed>_<moving>_disp.nii.gz   Dataset.pair_fields (<fixed>, <moving>: the
                                                  pair's cases), on the fixed image's grid
 
@@ -564,6 +580,10 @@ def write_learn2reg(
     if dup:
         raise ValueError(f"subject names must be unique; repeated: {dup}")
     ndim, c = dataset.ndim, dataset.num_channels
+
+    def case(name: str) -> str:  # C > 1: the name is the case (channel files add _NNNN)
+        return name if c > 1 else _case(name)
+
     val_pairs = [(int(f), int(m)) for f, m in dataset.val_pairs]
     stray = [p for p in dataset.pair_fields if p not in val_pairs]
     if stray:
@@ -597,7 +617,7 @@ def write_learn2reg(
         for attr, suffix in (("field", "disp"), ("field_inv", "disp_inv")):
             value = getattr(s, attr)
             if value is not None:
-                p = os.path.join(root, "fieldsTr", f"{_case(s.name)}_{suffix}.nii.gz")
+                p = os.path.join(root, "fieldsTr", f"{case(s.name)}_{suffix}.nii.gz")
                 save_image(p, _to_file(value, ndim), affine=affine, dtype=np.float32)
 
     def who(s: Subject) -> dict:
@@ -612,7 +632,7 @@ def write_learn2reg(
     for f, m in val_pairs:
         if (f, m) in pair_rel or not dataset.has_pair_field(f, m):
             continue
-        fname = f"{_case(subs[f].name)}_{_case(subs[m].name)}_disp.nii.gz"
+        fname = f"{case(subs[f].name)}_{case(subs[m].name)}_disp.nii.gz"
         pair_rel[(f, m)] = f"./fieldsVal/{fname}"
         save_image(
             os.path.join(root, "fieldsVal", fname),
@@ -638,13 +658,15 @@ def write_learn2reg(
         entry = {"image": rel[i]}
         for attr, suffix in (("field", "disp"), ("field_inv", "disp_inv")):
             if s.__dict__.get(attr) is not None:
-                entry[suffix] = f"./fieldsTr/{_case(s.name)}_{suffix}.nii.gz"
+                entry[suffix] = f"./fieldsTr/{case(s.name)}_{suffix}.nii.gz"
         if len(entry) > 1:
             field_entries.append(entry)
 
     block: dict = {"ndim": ndim}
     if dataset.multi_label:
         block["label_format"] = "multi"
+    if dataset.label_modality is not None:
+        block["label_modality"] = int(dataset.label_modality)
     block["heldout"] = heldout
     if field_entries:
         block["fields"] = field_entries

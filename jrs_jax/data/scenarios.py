@@ -14,10 +14,15 @@ longitudinal (:func:`jrs_jax.data.write_tracts_dataset`); ``speech`` has vocal-t
 whose tongue touches the soft palate in some and not in others, the contacts recorded per
 frame (:func:`jrs_jax.data.write_speech_dataset`); ``cardiac`` has beating-heart sequences
 over one cycle, 2-D+t or 3-D+t, labelled at end-diastole and end-systole only, every
-frame's labels kept for evaluation (:func:`jrs_jax.data.write_cardiac_dataset`). The
-method-family issues add two-modality, lesion, small-organ and out-of-distribution
-scenarios here. ``jrs-jax make-synthetic --setting KEY=VALUE`` passes a scenario's own
-settings (``num_timepoints``, ``num_frames``, ...).
+frame's labels kept for evaluation (:func:`jrs_jax.data.write_cardiac_dataset`);
+``multimodal`` renders each subject of the anatomy twice, modalities X and Y with inverted or
+scrambled label contrasts, for cross-modal pairs (moving X, fixed Y;
+:func:`jrs_jax.data.write_multimodal_dataset`); ``known_transform`` pairs each image with
+itself moved by a recorded random rigid + elastic transform, the exact ground truth in the
+scans' fields (:func:`jrs_jax.data.write_known_transform_dataset`). The method-family issues
+add lesion, small-organ and out-of-distribution scenarios here. ``jrs-jax make-synthetic --setting
+KEY=VALUE`` passes a scenario's own settings (``num_timepoints``, ``num_frames``,
+``contrast``, ...).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import shutil
 from collections.abc import Callable
 
 from .cardiac import write_cardiac_dataset
+from .known_transform import write_known_transform_dataset
 from .longitudinal import write_longitudinal_dataset
+from .multimodal import write_multimodal_dataset
 from .sliding import write_sliding_dataset
 from .speech import write_speech_dataset
 from .synthetic import write_learn2reg_dataset
@@ -39,7 +46,9 @@ __all__ = ["SCENARIOS", "get_scenario", "make_scenario"]
 SCENARIOS: dict[str, Callable[..., str]] = {
     "anatomy": write_learn2reg_dataset,
     "cardiac": write_cardiac_dataset,
+    "known_transform": write_known_transform_dataset,
     "longitudinal": write_longitudinal_dataset,
+    "multimodal": write_multimodal_dataset,
     "sliding": write_sliding_dataset,
     "speech": write_speech_dataset,
     "tracts": write_tracts_dataset,

@@ -580,13 +580,18 @@ def _write_population(
     times: Sequence[int] | None = None,
     label_names: dict[int, str] | None = None,
     label_format: str = "integer",
+    modalities: Sequence[str] = ("synthetic",),
+    label_modality: int | None = None,
 ) -> str:
     """Write a synthetic population (scan ``i`` named ``sub_NNNN_0000``, or ``names[i]``,
     of subject ``subject_ids[i]`` at time ``times[i]`` when given) with its template through
     :func:`~jrs_jax.data.write_learn2reg`; returns the path of ``dataset.json``. Rows are
     scans: ``lay`` counts scans (several scans of a subject: scale its counts by the scans
     per subject). ``label_names`` replaces the default class names. ``label_format="multi"``:
-    ``labels`` (and ``template``) are multi-label maps ``[*S, K]``, written as uint8."""
+    ``labels`` (and ``template``) are multi-label maps ``[*S, K]``, written as uint8.
+    ``images`` are ``[N, *S, C]`` with one name per channel in ``modalities`` (``C > 1``:
+    nnU-Net files ``<name>_0000.nii.gz``...); ``label_modality``: as
+    :attr:`Dataset.label_modality <jrs_jax.data.Dataset>`."""
     ndim = len(lay.shape)
     n_lab, n_train = lay.n_lab, lay.n_train
     # every subject keeps its labels on disk (labelsTr); only the first n_lab training
@@ -613,10 +618,11 @@ def _write_population(
     dataset = Dataset(
         subjects=subjects_,
         val_pairs=tuple(pairs),
-        modalities=("synthetic",),
+        modalities=tuple(modalities),
         label_names=dict(label_names),
         pair_fields=dict(pair_fields or {}),
         label_format=label_format,
+        label_modality=label_modality,
     )
     root = os.fspath(root)
     for i in range(n_lab, n_train):  # unlabelled training subjects: labels on disk anyway
