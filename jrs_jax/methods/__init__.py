@@ -14,6 +14,7 @@ from .deepatlas import DeepAtlas, update_counts
 from .deeprs import DeepRS
 from .hybrid_unet import HybridUNet
 from .jrss import JRSS
+from .jssr import JSSR
 from .sddir import SDDIR
 from .seg_informed_2d import SegInformed2D
 from .segis_net import SegisNet
@@ -37,6 +38,7 @@ METHODS: dict[str, type[Method]] = {
         SegInformed2D,
         SegisNet,
         CardiacMotion,
+        JSSR,
     )
 }
 
@@ -61,6 +63,7 @@ __all__ = [
     "DDIR",
     "EVAL_MODES",
     "JRSS",
+    "JSSR",
     "METHODS",
     "SDDIR",
     "TASKS",
