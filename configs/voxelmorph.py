@@ -4,6 +4,7 @@ Variants (``configs/voxelmorph.py:VARIANTS``, comma-separated):
   ``dice``    + auxiliary Dice supervision on labelled pairs (weight 1, VoxelMorph's ``--seg``)
   ``mi``      mutual information (Parzen, 23 bins: MONAI's defaults) instead of local NCC:
               the usual loss for cross-modal pairs (``data.moving_channel`` / ``fixed_channel``)
+  ``l1``      mean absolute error (mono-modal; JSSR's registration term, for its bound)
   ``diffeo``  stationary velocity, 7 squarings at half resolution (VoxelMorph-diff)
   ``3d``      3-D defaults (batch 1, 3-D synthetic data folder)
   ``smoke``   tiny network and a few steps (tests)
@@ -19,7 +20,7 @@ from jrs_jax.config import parse_flags, shrink_for_smoke, use_3d_data
 
 
 def get_config(arg=None):
-    flags = parse_flags(arg, {"dice", "mi", "diffeo", "3d", "smoke"})
+    flags = parse_flags(arg, {"dice", "mi", "l1", "diffeo", "3d", "smoke"})
     cfg = {
         "method": "voxelmorph",
         "seed": 0,
@@ -59,6 +60,8 @@ def get_config(arg=None):
         cfg["loss"]["dice_weight"] = 1.0
     if "mi" in flags:
         cfg["loss"].update(similarity="mutual_information", similarity_kwargs={})
+    if "l1" in flags:
+        cfg["loss"].update(similarity="l1", similarity_kwargs={})
     if "diffeo" in flags:
         cfg["model"].update(output="velocity", int_downsize=2)
     if "3d" in flags:

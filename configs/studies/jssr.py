@@ -18,7 +18,11 @@ Rows (every one registers moving = modality X onto fixed = modality Y):
 Columns: cross-modal registration Dice, segmentation Dice of modality X through synthesis
 (``S(G(x, y))`` against the moving labels; VoxelMorph has none), folding %.
 
-Variants (``jssr:VARIANT,...``): ``quick`` tiny networks, 32 x 32 data, 10 steps, one seed.
+Variants (``jssr:VARIANT,...``):
+  ``quick``  tiny networks, 32 x 32 data, 10 steps, one seed
+  ``bound``  diagnostic: MI registration of X onto Y against L1 registration of Y onto Y
+             (``vxm_l1_y``: what JSSR's registration term reaches with a perfect synthesis),
+             also with a 10x weaker regulariser (``vxm_l1_y_soft``)
 """
 
 from jrs_jax.config import parse_flags
@@ -28,7 +32,7 @@ NETS = {"features": [16, 32, 32], "decoder_features": [32, 32, 16]}
 
 
 def get_study(arg=None):
-    flags = parse_flags(arg, {"quick"})
+    flags = parse_flags(arg, {"quick", "bound"})
     quick = "quick" in flags
     steps = 10 if quick else STEPS
     settings = {
@@ -83,6 +87,29 @@ def get_study(arg=None):
         },
         {"name": "jssr", "label": "JSSR", "config": "jssr.py", "set": jssr},
     ]
+    if "bound" in flags:
+        mono = {**vxm, "data.moving_channel": 1, "data.fixed_channel": 1}
+        rows = [
+            rows[0],
+            {
+                "name": "vxm_l1_y",
+                "label": "VoxelMorph, L1, Y onto Y",
+                "config": "voxelmorph.py:l1",
+                "set": mono,
+            },
+            {
+                "name": "vxm_l1_y_soft",
+                "label": "VoxelMorph, L1, Y onto Y, λ_reg = 0.1",
+                "config": "voxelmorph.py:l1",
+                "set": {**mono, "loss.reg_weight": 0.1},
+            },
+        ]
+        gaps = [
+            {"row": row, "baseline": "vxm_mi", "metric": m}
+            for row in ("vxm_l1_y", "vxm_l1_y_soft")
+            for m in ("val/reg_dice", "val/folding_percent")
+        ]
+        return {**_study(quick, steps, settings, rows, gaps), "name": "jssr_bound"}
     gaps = [
         {"row": row, "baseline": base, "metric": metric}
         for row, base in (
@@ -93,6 +120,10 @@ def get_study(arg=None):
         )
         for metric in ("val/reg_dice", "val/folding_percent")
     ]
+    return _study(quick, steps, settings, rows, gaps)
+
+
+def _study(quick, steps, settings, rows, gaps):
     return {
         "name": "jssr",
         "method": "jssr",
