@@ -20,6 +20,7 @@ from .seg_informed_2d import SegInformed2D
 from .segis_net import SegisNet
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
+from .xray_gan import XrayGAN
 
 #: Method classes by config name.
 METHODS: dict[str, type[Method]] = {
@@ -39,6 +40,7 @@ METHODS: dict[str, type[Method]] = {
         SegisNet,
         CardiacMotion,
         JSSR,
+        XrayGAN,
     )
 }
 
@@ -79,6 +81,7 @@ __all__ = [
     "SegisNet",
     "UNetSeg",
     "VoxelMorph",
+    "XrayGAN",
     "get_method",
     "register_method",
     "update_counts",
