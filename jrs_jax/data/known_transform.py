@@ -87,6 +87,7 @@ from .longitudinal import _scan_layout, _scan_names
 from .synthetic import (
     _as_key,
     _check_shape,
+    _flat,
     _layout,
     _layout_info,
     _write_population,
@@ -363,11 +364,6 @@ def make_known_transform_pairs(
 # --------------------------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------------------------
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """``[N, 2, ...]`` -> ``[2 N, ...]`` (row ``2 s + t`` is scan ``t`` of subject ``s``)."""
-    return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
 
 
 def write_known_transform_dataset(

@@ -72,6 +72,7 @@ from .synthetic import (
     _as_key,
     _check_means,
     _check_template,
+    _flat,
     _Layout,
     _layout,
     _layout_info,
@@ -462,11 +463,6 @@ def _within_subject_val_pairs(lay: _Layout, t: int, num_val_pairs) -> list[tuple
     if k < 0:
         raise ValueError(f"num_val_pairs must be >= 0 (or None for all); got {num_val_pairs}")
     return sorted(ranked[:k])
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """``[N, T, ...]`` -> ``[N * T, ...]`` (rows of :func:`_scan_layout`)."""
-    return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
 
 
 def write_longitudinal_dataset(

@@ -42,11 +42,10 @@ from .synthetic import (
     _check_means,
     _check_template,
     _layout,
-    _layout_info,
     _render,
     _render_args,
     _val_pairs,
-    _write_population,
+    _write_subjects,
     make_subjects,
     make_template,
 )
@@ -322,22 +321,19 @@ def write_multimodal_dataset(
     s = make_multimodal_subjects(
         k_subjects, template, num_subjects=lay.n, contrast=contrast, **render_kwargs
     )
-    settings = {k: (v if np.isscalar(v) else list(v)) for k, v in render_kwargs.items()}
-    return _write_population(
+    return _write_subjects(
         root,
         lay,
         template=template,
-        images=s["images"],
-        labels=s["labels"],
+        subjects=s,
         pairs=_val_pairs(k_pairs, lay),
-        fields=(s["disp"], s["disp_inv"]),
         name=name,
         description="jrs_jax synthetic anatomy in two modalities (jrs_jax.data.multimodal)",
-        extra={
-            "generator": "jrs_jax.data.multimodal",
-            "seed": seed,
-            **_layout_info(lay, num_labels),
-            "subject_settings": settings,
+        generator="jrs_jax.data.multimodal",
+        seed=seed,
+        num_labels=num_labels,
+        settings=render_kwargs,
+        info={
             "multimodal": {
                 "contrast": contrast,
                 "label_modality": label_modality,
@@ -353,12 +349,12 @@ def write_multimodal_dataset(
                 ),
             },
             "pairs": _PAIRS,
-            "disp_convention": (
-                "voxels along array axes; labels_i = warp_labels(template, disp_i, "
-                "mode='nearest') for both channels; warp(image_i, disp_inv_i) is in template "
-                "space"
-            ),
         },
+        convention=(
+            "voxels along array axes; labels_i = warp_labels(template, disp_i, "
+            "mode='nearest') for both channels; warp(image_i, disp_inv_i) is in template "
+            "space"
+        ),
         names=[f"sub_{i:04d}" for i in range(lay.n)],
         modalities=MULTIMODAL_MODALITIES,
         label_modality=label_modality,

@@ -400,6 +400,12 @@ def make_subjects(
 # --------------------------------------------------------------------------------------------
 
 
+def _flat(a: np.ndarray) -> np.ndarray:
+    """``[N, T, ...]`` -> ``[N * T, ...]``: scans of subjects as rows (row ``T s + t`` is scan
+    ``t`` of subject ``s``; the writers of several scans per subject)."""
+    return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
+
+
 def _as_key(key) -> tuple[jax.Array, object]:
     """(PRNG key, JSON-serialisable description of it)."""
     if isinstance(key, (int, np.integer)):
@@ -477,27 +483,67 @@ def write_learn2reg_dataset(
     k_template, k_subjects, k_pairs = jax.random.split(key, 3)
     template = make_template(k_template, lay.shape, num_labels=num_labels)
     subjects = make_subjects(k_subjects, template, num_subjects=lay.n, **subject_kwargs)
-    settings = {k: (v if np.isscalar(v) else list(v)) for k, v in subject_kwargs.items()}
+    return _write_subjects(
+        root,
+        lay,
+        template=template,
+        subjects=subjects,
+        pairs=_val_pairs(k_pairs, lay),
+        name=name,
+        description="jrs_jax synthetic anatomy (jrs_jax.data.synthetic)",
+        generator="jrs_jax.data.synthetic",
+        seed=seed,
+        num_labels=num_labels,
+        settings=subject_kwargs,
+        convention=(
+            "voxels along array axes; labels_i = warp_labels(template, disp_i, "
+            "mode='nearest'); warp(image_i, disp_inv_i) is in template space"
+        ),
+    )
+
+
+def _write_subjects(
+    root,
+    lay,
+    *,
+    template,
+    subjects: dict,
+    pairs,
+    name: str,
+    description: str,
+    generator: str,
+    seed,
+    num_labels: int,
+    settings: dict,
+    convention: str,
+    info: dict | None = None,
+    **population,
+) -> str:
+    """:func:`_write_population` of one scan per subject drawn from ``template``
+    (``subjects``: ``images``, ``labels``, ``disp``, ``disp_inv`` as :func:`make_subjects`
+    returns them) with the ``jrs_jax`` block every such writer records (generator, seed,
+    layout, the subject ``settings``, the writer's own ``info`` entries, the field
+    ``convention``); ``population``: more :func:`_write_population` keywords."""
+    settings = {k: (v if np.isscalar(v) else list(v)) for k, v in settings.items()}
     return _write_population(
         root,
         lay,
         template=template,
         images=subjects["images"],
         labels=subjects["labels"],
-        pairs=_val_pairs(k_pairs, lay),
+        pairs=pairs,
         fields=(subjects["disp"], subjects["disp_inv"]),
         name=name,
-        description="jrs_jax synthetic anatomy (jrs_jax.data.synthetic)",
+        description=description,
         extra={
-            "generator": "jrs_jax.data.synthetic",
+            "generator": generator,
             "seed": seed,
             **_layout_info(lay, num_labels),
             "subject_settings": settings,
-            "disp_convention": (
-                "voxels along array axes; labels_i = warp_labels(template, disp_i, "
-                "mode='nearest'); warp(image_i, disp_inv_i) is in template space"
-            ),
+            **(info or {}),
+            "disp_convention": convention,
         },
+        **population,
     )
 
 

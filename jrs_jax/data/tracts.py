@@ -59,7 +59,6 @@ from ..spatial.warp import warp
 from .longitudinal import (
     _check_change,
     _draw_change,
-    _flat,
     _growth_fields,
     _largest_scale,
     _render_scans,
@@ -74,6 +73,7 @@ from .sampling import as_rng
 from .synthetic import (
     _as_key,
     _check_shape,
+    _flat,
     _layout,
     _layout_info,
     _render_args,
