@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import tempfile
 
+import jax
 import numpy as np
 import pytest
 
 from jrs_jax import cli
 from jrs_jax.methods import Method
+
+# A persistent XLA compilation cache shared by the pytest-xdist workers (and by later runs):
+# many tests compile the same computations (the conformance checks rebuild each method from
+# one config), and a cache hit skips XLA's compilation. The key is the computation and the
+# compile options and jax version, so a code change misses instead of reusing a stale
+# executable. JRS_TEST_CACHE=DIR chooses the folder; JRS_TEST_CACHE=off disables it.
+_CACHE = os.environ.get("JRS_TEST_CACHE") or os.path.join(
+    tempfile.gettempdir(), f"jrs_jax_test_cache_{os.getuid() if hasattr(os, 'getuid') else 0}"
+)
+if _CACHE != "off":
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _run_cli(argv) -> tuple[int, str, str]:
