@@ -98,11 +98,13 @@ the floating mask). Discriminators (LSGAN)::
 
     L_D = ½ mean (D_Y(I_ref) − 1)² + ½ mean D_Y(I_flt∘u_G)²   (+ the same for D_X with a cycle)
 
-Schedule: every train step makes one joint update of the generators (``G``, and ``F``: each
-its own optimiser, :func:`~jrs_jax.train.make_update` with ``train=("G", "F")``), then one
-update of the discriminators against the *updated* generators (each its own optimiser;
-CycleGAN's order). Adam 2e-4, ``b1 = 0.5`` for the discriminators (CycleGAN's); the
-generators as VoxelMorph (Adam 1e-3).
+Schedule (:func:`~jrs_jax.train.make_adversarial_step` with ``gen=("G", "F")``, ``disc=("D_X",
+"D_Y")``, ``gen_first=True``): every train step makes one joint update of the generators
+(each its own optimiser), then one update of the discriminators against the *updated*
+generators (each its own optimiser; CycleGAN's order); without an adversary a plain
+:func:`~jrs_jax.train.make_update` of the generators. Metrics are prefixed ``G+F/`` and
+``D_X+D_Y/`` (``G/``, ``D_Y/`` without the cycle). Adam 2e-4, ``b1 = 0.5`` for the
+discriminators (CycleGAN's); the generators as VoxelMorph (Adam 1e-3).
 
 Variants are loss weights (``configs/xray_gan.py``): a network is built only when a term
 needs it. ``loss.cycle_weight = 0``: no ``F`` and no ``D_X`` (state ``{"G", "D_Y"}``);
@@ -164,7 +166,7 @@ from ..losses import (
 )
 from ..nets import PatchDiscriminator, RegistrationNet, UNet
 from ..spatial import otsu_threshold, warp
-from ..train import NetState, make_optimizer, make_update
+from ..train import NetState, make_adversarial_step, make_optimizer, make_update
 from .base import Method
 
 __all__ = [
@@ -436,24 +438,17 @@ class XrayGAN(Method):
                     gan_discriminator_loss, "real_x", "fake_x", kind=self.gan_kind
                 )
         self.disc_objective = combine(**disc_terms) if disc_terms else None
-        gen_update = make_update(self.generator_loss, train=self.gens, jit=False)
-        disc_update = (
-            make_update(self.discriminator_loss, train=self.discs, jit=False)
-            if self.discs
-            else None
-        )
-
-        def step(state, batch, key):
-            k_gen, k_disc = jax.random.split(key)
-            state, gm = gen_update(state, batch, k_gen)
-            metrics = {"loss/gen": gm.pop("loss"), **{_name(k, "gen"): v for k, v in gm.items()}}
-            if disc_update is not None:
-                state, dm = disc_update(state, batch, k_disc)
-                metrics["loss/disc"] = dm.pop("loss")
-                metrics.update({_name(k, "disc"): v for k, v in dm.items()})
-            return state, metrics
-
-        self._step = jax.jit(step, donate_argnums=(0,))
+        if self.discs:  # CycleGAN's order: generators, then discriminators vs the updated ones
+            self._step = make_adversarial_step(
+                self.generator_loss,
+                self.discriminator_loss,
+                gen=self.gens,
+                disc=self.discs,
+                gen_first=True,
+                donate=True,
+            )
+        else:
+            self._step = make_update(self.generator_loss, train=self.gens, donate=True)
 
     # -- state and data --------------------------------------------------------------------
 
@@ -633,7 +628,3 @@ class XrayGAN(Method):
 
     def train_step(self, state: dict, batch: dict, key: jax.Array, step: int):
         return self._step(state, batch, key)
-
-
-def _name(key: str, group: str) -> str:
-    return key if key.startswith("grad_norm/") else f"{group}/{key}"

@@ -142,8 +142,9 @@ def make_adversarial_step(
     disc_loss_fn: LossFn,
     *,
     gen: str | Sequence[str] = "gen",
-    disc: str = "disc",
+    disc: str | Sequence[str] = "disc",
     n_critic: int = 1,
+    gen_first: bool = False,
     jit: bool = True,
     donate: bool = False,
 ) -> Step:
@@ -177,9 +178,12 @@ def make_adversarial_step(
       disc_loss_fn: critic objective, e.g. ``gan_discriminator_loss(D(real), D(fake))`` or
         ``wasserstein_critic_loss + 10 * gradient_penalty(key, D, real, fake)``. It must
         compute ``fake`` from ``variables[gen]`` itself (constant here).
-      gen, disc: names of the two ``NetState`` entries; ``gen`` may name several networks
-        trained jointly by the generator objective (e.g. a synthesis, a registration and a
-        segmentation net), whose metrics are then prefixed with the names joined by ``+``.
+      gen, disc: names of the two ``NetState`` entries; either may name several networks
+        trained jointly by its objective (e.g. a synthesis, a registration and a
+        segmentation net; or one discriminator per domain), whose metrics are then prefixed
+        with the names joined by ``+``.
+      gen_first: CycleGAN's order instead: the generator update first, then the critic
+        updates against the *updated* generator.
       n_critic: critic updates per generator update (5 in WGAN; 1 for standard GANs).
       jit, donate: as in :func:`~jrs_jax.train.make_update`.
 
@@ -198,11 +202,13 @@ def make_adversarial_step(
     if int(n_critic) < 1:
         raise ValueError(f"n_critic must be >= 1; got {n_critic}")
     gens = (gen,) if isinstance(gen, str) else tuple(gen)
-    if disc in gens:
-        raise ValueError(f"gen and disc must name different networks; both name {disc!r}")
-    gen_name = "+".join(gens)
+    discs = (disc,) if isinstance(disc, str) else tuple(disc)
+    both = sorted(set(gens) & set(discs))
+    if both:
+        raise ValueError(f"gen and disc must name different networks; both name {both[0]!r}")
+    gen_name, disc_name = "+".join(gens), "+".join(discs)
     n_critic = int(n_critic)
-    disc_update = make_update(disc_loss_fn, train=disc, jit=False)
+    disc_update = make_update(disc_loss_fn, train=discs, jit=False)
     gen_update = make_update(gen_loss_fn, train=gens, jit=False)
 
     def step(state: dict, batch: Any, key: jax.Array) -> tuple[dict, dict]:
@@ -225,6 +231,8 @@ def make_adversarial_step(
             i, b = xs
             return disc_update(carry, b if per_step else batch, jax.random.fold_in(k_disc, i))
 
+        if gen_first:
+            state, gen_metrics = gen_update(state, gen_batch, k_gen)
         state, disc_metrics = jax.lax.scan(
             critic,
             state,
@@ -232,8 +240,9 @@ def make_adversarial_step(
             unroll=True,  # rolled, XLA CPU ran the critic's convs ~10x slower (measured)
         )
         disc_metrics = jax.tree.map(lambda x: jnp.mean(x, axis=0), disc_metrics)
-        state, gen_metrics = gen_update(state, gen_batch, k_gen)
-        return state, {**_prefixed(disc_metrics, disc), **_prefixed(gen_metrics, gen_name)}
+        if not gen_first:
+            state, gen_metrics = gen_update(state, gen_batch, k_gen)
+        return state, {**_prefixed(disc_metrics, disc_name), **_prefixed(gen_metrics, gen_name)}
 
     return _maybe_jit(step, jit, donate)
 

@@ -251,7 +251,7 @@ def test_the_feature_loss_takes_any_flax_extractor(full, data):
     _, metrics = with_feat.train_step(
         with_feat.init(jax.random.key(0), ds2), with_feat.sample_batch(ds2, 0), jax.random.key(0), 0
     )
-    assert np.isfinite(float(metrics["gen/g_feature"]))
+    assert np.isfinite(float(metrics["G+F/g_feature"]))
 
 
 def test_a_few_steps_are_finite_and_lower_the_generator_loss(data):
@@ -262,7 +262,7 @@ def test_a_few_steps_are_finite_and_lower_the_generator_loss(data):
     for t in range(12):  # the same batch: the loss on it must go down
         state, m = method.train_step(state, batch, jax.random.key(t), t)
         assert all(np.isfinite(float(x)) for x in jax.tree.leaves(m)), m
-        first = float(m["loss/gen"]) if first is None else first
+        first = float(m["loss/G+F"]) if first is None else first
     for n in ("G", "F", "D_X", "D_Y"):
         assert int(state[n].step) == 12
     after, _ = method.generator_loss(

@@ -281,6 +281,14 @@ def test_adversarial_generator_side_may_be_several_networks():
     np.testing.assert_allclose(float(state["a"].params), 1 - lr * (2 * r + 2 * 1), rtol=1e-6)
     np.testing.assert_allclose(float(state["b"].params), 2 - lr * 2 * r, rtol=1e-6)
     assert {"loss/a+b", "a+b/a2", "grad_norm/a", "grad_norm/b", "loss/d"} <= set(metrics)
+    # CycleGAN's order: the generators first (against the old critic d = 0), then the critic
+    state = {n: NetState.create(params=jnp.float32(x), tx=sgd) for n, x in zip("abd", (1, 2, 0))}
+    step = make_adversarial_step(gen_loss, disc_loss, gen=("a", "b"), disc=("d",), gen_first=True)
+    state, metrics = step(state, None, jax.random.key(0))
+    a1, b1 = 1 - lr * (2 * 3.0 + 2 * 1), 2 - lr * 2 * 3.0
+    np.testing.assert_allclose(float(state["a"].params), a1, rtol=1e-6)
+    np.testing.assert_allclose(float(state["b"].params), b1, rtol=1e-6)
+    np.testing.assert_allclose(float(state["d"].params), lr * 2 * (a1 + b1), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- self-training
