@@ -158,7 +158,8 @@ class Method(abc.ABC):
         if mc is not None and not self.cross_modal_pairs:
             raise ValueError(
                 f"{self.name} does not train on cross-modal pairs (data.moving_channel="
-                f"{mc!r}, data.fixed_channel={fc!r}); methods that do: voxelmorph, jssr"
+                f"{mc!r}, data.fixed_channel={fc!r}): its batches do not read "
+                "Method.pair_channels"
             )
         ic = data.get("image_channel", fc)
         out = {"moving": mc, "fixed": fc, "image": ic}
