@@ -146,10 +146,22 @@ def _run_register(args: argparse.Namespace) -> int:
         raise ValueError("register needs --fixed and --moving (or --series for a series)")
     if args.series is not None and (args.fixed or args.moving or args.moving_labels):
         raise ValueError("--series registers every frame to frame 0: drop --fixed / --moving")
+    if args.refine < 0:
+        raise ValueError(f"--refine must be a number of steps >= 0; got {args.refine}")
+    if args.refine_lr is not None and not args.refine_lr > 0:
+        raise ValueError(f"--refine-lr must be positive; got {args.refine_lr}")
+    if args.refine and args.series is not None:
+        raise ValueError("--refine refines one pair; it does not apply to --series")
     method, state, cfg = load_run(args.checkpoint, step=args.step)
+    if args.refine:
+        from .refinement import check_refinable
+
+        check_refinable(method, state)
     keys = [k for k in FILE_OPTIONS if k != "image"]
     files = {**_files(args, keys), "sequence": args.series}
-    out = register_files(method, state, cfg, files, args.out)
+    out = register_files(
+        method, state, cfg, files, args.out, refine_steps=args.refine, refine_lr=args.refine_lr
+    )
     if args.series is not None:
         worst = max(out["folding_percent"], default=0.0)
         print(f"wrote {out['frames']} frames' outputs ({len(out['files'])} files) to {args.out}")
@@ -163,6 +175,16 @@ def _run_register(args: argparse.Namespace) -> int:
     )
     if "dice_after" in out:
         print(f"  Dice: {out['dice_before']:.4f} -> {out['dice_after']:.4f}")
+    if "refine" in out:
+        r = out["refine"]
+        dice = (
+            f"   Dice {r['dice_before']:.4f} -> {r['dice_after']:.4f}" if "dice_after" in r else ""
+        )
+        print(
+            f"  refined {r['steps']} steps in {r['seconds']:.1f} s: objective "
+            f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}{dice}   folding "
+            f"{r['folding_percent_before']:.3f} % -> {r['folding_percent_after']:.3f} %"
+        )
     return 0
 
 
@@ -334,6 +356,21 @@ def _parser() -> argparse.ArgumentParser:
                 "--fixed-labels",
                 help="fixed label map (reports Dice); with --series: frame 0's labels, "
                 "propagated to every frame",
+            )
+            p.add_argument(
+                "--refine",
+                type=int,
+                default=0,
+                metavar="N",
+                help="first refine the network on this pair: N optimiser steps on the "
+                "method's unsupervised objective (test-time refinement; default 0)",
+            )
+            p.add_argument(
+                "--refine-lr",
+                type=float,
+                default=None,
+                metavar="LR",
+                help="Adam learning rate of --refine (default: the config's refine.lr, else 1e-4)",
             )
             p.add_argument("--moving-mask", help="moving region mask (methods that need one)")
             p.add_argument("--fixed-mask", help="fixed region mask (methods that need one)")

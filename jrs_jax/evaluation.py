@@ -240,6 +240,27 @@ def pair_batch_for(method: Method, dataset: Dataset, pairs: np.ndarray, mode: st
     return sampling.pair_batch(dataset, pairs, **kwargs)
 
 
+def _run(method: Method, variables: dict, batch: Mapping, task: str, config: Mapping) -> dict:
+    """``method.run`` on ``batch``; with ``eval.refine_steps > 0`` and ``task`` the method's
+    refinement task, each example is first refined on its own
+    (:func:`jrs_jax.refinement.refine_variables`, learning rate ``eval.refine_lr``, default
+    the config's ``refine.lr``) and predicted with its refined variables."""
+    from .refinement import refine_options, refine_variables
+
+    steps = int(config.get("refine_steps") or 0)
+    if steps == 0 or task != method.refine_task:
+        return method.run(variables, batch, task)
+    steps, lr = refine_options(method.config, steps=steps, lr=config.get("refine_lr"))
+    keys = method.inputs(task)
+    n = len(np.asarray(batch[keys[0]]))
+    preds = []
+    for j in range(n):
+        one = {k: np.asarray(batch[k])[j : j + 1] for k in keys}
+        refined, _ = refine_variables(method, variables, one, steps=steps, lr=lr)
+        preds.append(method.run(refined, one, task))
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *preds)
+
+
 def _summarise(rows: list[dict], names: Mapping[str, str]) -> dict[str, float]:
     out = {}
     for key, name in names.items():
@@ -265,7 +286,7 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
     rows = []
     for sl in _chunks(len(pairs), batch_size):
         b = pair_batch_for(method, dataset, pairs[sl], mode)
-        pred = method.run(variables, b, "register")
+        pred = _run(method, variables, b, "register", config)
         warped = np.asarray(warp_labels_nearest(jnp.asarray(b["moving_labels"]), pred["disp"]))
         disp = np.asarray(pred["disp"])
         seg = method.labels(pred) if method.has_segmentation(pred) else None
@@ -323,7 +344,7 @@ def _segment_rows(method, variables, dataset, *, config, batch_size, surface):
     rows = []
     for sl in _chunks(len(subs), batch_size):
         b = sampling.subject_batch(dataset, subs[sl], channels=method.channel("image"))
-        pred = method.labels(method.run(variables, b, "segment"))
+        pred = method.labels(_run(method, variables, b, "segment", config))
         for j, i in enumerate(subs[sl]):
             row = {
                 "subject": dataset.subjects[i].name,
@@ -411,7 +432,9 @@ def evaluate(
     Args:
       method: a :class:`~jrs_jax.methods.Method`; its config's ``eval`` section may set
         ``mode``, ``atlas``, ``labels``, ``moving_channel``, ``fixed_channel``,
-        ``boundary_width`` (voxels, default 2: the band of ``val/epe_boundary``).
+        ``boundary_width`` (voxels, default 2: the band of ``val/epe_boundary``),
+        ``refine_steps`` / ``refine_lr`` (test-time refinement of every example before it
+        is scored, :mod:`jrs_jax.refinement`; default none).
       variables: its networks' parameters.
       dataset: with held-out subjects (their labels score the results).
       max_pairs: evaluate at most this many registration pairs.

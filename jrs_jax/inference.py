@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import jax
 import numpy as np
 
 from . import metrics
@@ -284,8 +285,43 @@ def register_series(
     return summary
 
 
+def _refined(method: Method, variables: dict, batch: dict, *, steps: int, lr, score) -> tuple:
+    """``(prediction, summary)`` of the pair refined with ``steps`` steps
+    (:func:`jrs_jax.refinement.refine_variables`); ``score(prediction) -> {metric: value}``
+    is reported before and after, with the objective and the seconds taken."""
+    import time
+
+    from .refinement import refine_options, refine_variables
+
+    steps, lr = refine_options(method.config, steps=steps, lr=lr)
+    before = score(method.run(variables, batch, "register"))
+    t0 = time.perf_counter()
+    refined, losses = refine_variables(method, variables, batch, steps=steps, lr=lr)
+    pred = method.run(refined, batch, "register")
+    jax.block_until_ready(pred["disp"])
+    seconds = time.perf_counter() - t0
+    after = score(pred)
+    summary = {
+        "steps": steps,
+        "lr": lr,
+        "seconds": round(seconds, 3),
+        "loss_before": float(losses[0]),
+        "loss_after": float(losses[-1]),
+        **{f"{k}_before": v for k, v in before.items()},
+        **{f"{k}_after": v for k, v in after.items()},
+    }
+    return pred, summary
+
+
 def register_files(
-    method: Method, state, config: Mapping, files: Mapping[str, str | None], out: str
+    method: Method,
+    state,
+    config: Mapping,
+    files: Mapping[str, str | None],
+    out: str,
+    *,
+    refine_steps: int = 0,
+    refine_lr: float | None = None,
 ) -> dict:
     """Register the files' pair and write the prediction to ``out``.
 
@@ -295,7 +331,11 @@ def register_files(
     canonical RAS+ array axes, saved with the canonical affine); ``warp_ants.nii.gz`` (ANTs /
     ITK physical LPS warp); ``fixed_seg.nii.gz`` when the prediction segments the fixed image;
     ``registration.png``; and ``summary.json`` (Jacobian statistics; Dice before / after with
-    both label maps). Returns the summary.
+    both label maps). With ``refine_steps > 0`` the network is first refined on this pair
+    (:mod:`jrs_jax.refinement`, Adam at ``refine_lr``, default the config's ``refine.lr``)
+    and ``summary["refine"]`` reports the objective, the folding, ``sdlogj`` and (with both
+    label maps) the Dice before and after refinement, and the seconds it took. Returns the
+    summary.
     """
     from . import viz
     from .data.ants import save_ants_warp
@@ -305,7 +345,24 @@ def register_files(
     if files.get("sequence"):
         return register_series(method, state, config, files, out)
     batch, inputs = load_inputs(method, config, "register", files)
-    pred = method.run(variables(state), batch, "register")
+    m_lab, f_lab = inputs.get("moving_labels"), inputs.get("fixed_labels")
+    refinement = None
+    if refine_steps:
+        from .evaluation import warp_labels_nearest
+
+        def score(p) -> dict:
+            u = np.asarray(p["disp"])[0]
+            out = {"folding_percent": metrics.folding_fraction(u), "sdlogj": metrics.sdlogj(u)}
+            if m_lab is not None and f_lab is not None:
+                moved = np.asarray(warp_labels_nearest(m_lab.array[None], p["disp"]))[0]
+                out["dice"] = label_dice(moved, f_lab.array, multi_label=method.multi_label)
+            return {k: float(v) for k, v in out.items()}
+
+        pred, refinement = _refined(
+            method, variables(state), batch, steps=refine_steps, lr=refine_lr, score=score
+        )
+    else:
+        pred = method.run(variables(state), batch, "register")
     fixed = inputs["fixed"]
     disp = np.asarray(pred["disp"])[0]
     warped = np.asarray(pred["warped"])[0]
@@ -316,7 +373,8 @@ def register_files(
     _save(os.path.join(out, "disp.nii.gz"), fixed, disp, reference=False)
     save_ants_warp(os.path.join(out, "warp_ants.nii.gz"), fixed.uncrop(disp), fixed.volume.affine)
     summary["jacobian"] = metrics.summarize_jacobian(disp)
-    m_lab, f_lab = inputs.get("moving_labels"), inputs.get("fixed_labels")
+    if refinement is not None:
+        summary["refine"] = refinement
     warped_labels = None
     if m_lab is not None:
         warped_labels = np.asarray(warp_labels_nearest(m_lab.array[None], pred["disp"]))[0]

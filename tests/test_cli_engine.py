@@ -316,6 +316,34 @@ def test_register_warped_labels_and_dice(registered, dataset, fixed_copy):
     assert "warped_labels.nii.gz" in summary["files"]
 
 
+def test_register_refine_reports_before_and_after(
+    vxm_run, registered, dataset, fixed_copy, tmp_path, capsys
+):
+    """``--refine N``: N Adam steps on the pair's unsupervised objective; the objective goes
+    down, the "before" metrics are the unrefined registration's, and the outputs are the
+    refined field's."""
+    fixed, fixed_labels = fixed_copy
+    out_dir = tmp_path / "refined"
+    argv = ["register", "--checkpoint", vxm_run[0], "--fixed", fixed, "--moving"]
+    argv += [_image(dataset, 7), "--fixed-labels", fixed_labels, "--moving-labels"]
+    argv += [_labels(dataset, 7), "--out", out_dir, "--refine", "30", "--refine-lr", "0.01"]
+    rc = cli.main([str(a) for a in argv])
+    assert rc == 0, capsys.readouterr().err
+    assert "refined 30 steps" in capsys.readouterr().out
+    summary = json.loads((out_dir / "summary.json").read_text())
+    plain = json.loads((registered[0] / "summary.json").read_text())
+    r = summary["refine"]
+    assert r["steps"] == 30 and r["lr"] == 0.01 and r["seconds"] > 0
+    assert r["loss_after"] < r["loss_before"]
+    assert r["dice_before"] == pytest.approx(plain["dice_after"])
+    assert r["dice_after"] == pytest.approx(summary["dice_after"])
+    assert r["folding_percent_before"] == pytest.approx(plain["jacobian"]["folding_percent"])
+    assert r["folding_percent_after"] == pytest.approx(summary["jacobian"]["folding_percent"])
+    disp = np.asarray(nib.load(out_dir / "disp.nii.gz").dataobj)
+    before = np.asarray(nib.load(registered[0] / "disp.nii.gz").dataobj)
+    assert np.abs(disp - before).max() > 1e-3  # the refined field is written
+
+
 def test_register_without_labels(vxm_run, dataset, tmp_path, capsys):
     rc = cli.main(
         [
@@ -500,6 +528,15 @@ def _error_cases(dataset: Path, vxm: Path, seg: Path, bad: Path, out: Path) -> d
             ["does not segment"],
         ),
         "register_with_segmentation_run": (reg(checkpoint=seg), ["does not register"]),
+        "negative_refine": (reg(fixed, moving, vxm, "--refine", "-3"), ["--refine", "-3"]),
+        "zero_refine_lr": (
+            reg(fixed, moving, vxm, "--refine", "2", "--refine-lr", "0"),
+            ["--refine-lr", "positive"],
+        ),
+        "refine_a_segmentation_run": (
+            reg(fixed, moving, seg, "--refine", "2"),
+            ["cannot refine", "does not register"],
+        ),
         "evaluate_missing_dataset": (
             ["evaluate", "--checkpoint", vxm, "--dataset", bad / "nods.json"],
             ["nods.json", "not found"],
@@ -522,6 +559,9 @@ ERROR_CASES = [
     "missing_step",
     "segment_with_registration_run",
     "register_with_segmentation_run",
+    "negative_refine",
+    "zero_refine_lr",
+    "refine_a_segmentation_run",
     "evaluate_missing_dataset",
 ]
 

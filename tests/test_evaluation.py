@@ -13,7 +13,7 @@ import pytest
 from jrs_jax import experiment, metrics
 from jrs_jax.config import apply_overrides, load_config
 from jrs_jax.data import Dataset, Subject, write_learn2reg_dataset
-from jrs_jax.evaluation import evaluate, evaluation_pairs, label_dice, write_report
+from jrs_jax.evaluation import evaluate, evaluation_pairs, label_dice, pair_batch_for, write_report
 from jrs_jax.train import variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,6 +86,34 @@ def test_voxelmorph_at_init_is_the_identity(anatomy):
         ev.summary["val/reg_dice_identity"], abs=0.02
     )
     assert ev.summary["val/epe"] > 0.1
+
+
+def test_eval_refine_steps_refines_each_pair_on_its_own(anatomy):
+    """``eval.refine_steps``: every pair is scored after its own refinement, equal to
+    refining that pair alone with :func:`refine_variables` and predicting with the result;
+    the trained variables are left as they were."""
+    from jrs_jax.refinement import refine_variables
+    from jrs_jax.spatial import warp
+
+    cfg, ds = anatomy
+    refined_cfg = {**cfg, "eval": {**cfg.get("eval", {}), "refine_steps": 15, "refine_lr": 0.01}}
+    method, refining = experiment.build_method(cfg), experiment.build_method(refined_cfg)
+    v = variables(method.init(jax.random.key(0), ds))
+    before = jax.tree.map(np.asarray, v)
+    plain = evaluate(method, v, ds, mode="atlas", max_pairs=2)
+    ev = evaluate(refining, v, ds, mode="atlas", max_pairs=2)
+    jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, v))
+    pair = evaluation_pairs(ds, mode="atlas")[1]
+    b = pair_batch_for(refining, ds, pair[None], "atlas")
+    one, losses = refine_variables(refining, v, b, steps=15, lr=0.01)
+    assert losses[-1] < losses[0]
+    disp = np.asarray(refining.run(one, b, "register")["disp"])[0]
+    assert ev.pairs[1]["folding_percent"] == pytest.approx(metrics.folding_fraction(disp))
+    moved = warp(jnp.asarray(b["moving"]), jnp.asarray(disp[None]))
+    assert float(jnp.mean((moved - b["fixed"]) ** 2)) < float(
+        jnp.mean((b["moving"] - b["fixed"]) ** 2)
+    )
+    assert ev.summary["val/reg_dice"] != pytest.approx(plain.summary["val/reg_dice"], abs=1e-4)
 
 
 def test_eval_labels_restricts_dice(anatomy):

@@ -59,6 +59,12 @@ key                shape                meaning
 plus method-specific extras (e.g. ``synth``). Hard labels come from :meth:`Method.labels`
 (argmax of ``seg_probs``, or ``seg_sigmoid >= 0.5``): the only place they are made.
 
+Test-time refinement (:mod:`jrs_jax.refinement`; ``jrs-jax register --refine N``, the
+config's ``eval.refine_steps``): a copy of one state entry (:attr:`Method.refine_net`, the
+registration network by default) is optimised on a single example of
+:attr:`Method.refine_task` with :meth:`Method.refine_loss`, the method's unsupervised
+objective (by default the config's ``sim(warped, fixed) + λ reg(disp)``), the rest frozen.
+
 A method also names its evaluation mode (:attr:`Method.eval_mode`, overridable by the
 config's ``eval.mode``; see :mod:`jrs_jax.evaluation`) and may add per-pair metrics
 (:meth:`Method.pair_metrics`).
@@ -121,6 +127,10 @@ class Method(abc.ABC):
     #: Whether the method trains on cross-modal pairs (``data.moving_channel`` /
     #: ``data.fixed_channel``; its batches then come from :meth:`pair_channels`).
     cross_modal_pairs: ClassVar[bool] = False
+    #: The task test-time refinement serves (:mod:`jrs_jax.refinement`).
+    refine_task: ClassVar[str] = "register"
+    #: The state entry test-time refinement optimises (``None``: the method does not refine).
+    refine_net: ClassVar[str | None] = "reg"
 
     def __init__(
         self,
@@ -299,6 +309,34 @@ class Method(abc.ABC):
     def has_segmentation(prediction: Mapping[str, Any], *, prefix: str = "") -> bool:
         """Whether :meth:`labels` can read the prediction (with ``prefix``)."""
         return bool({f"{prefix}seg_probs", f"{prefix}seg_sigmoid"} & set(prediction))
+
+    def refine_loss(self, variables: dict, batch: Mapping[str, jax.Array], key: jax.Array):
+        """The unsupervised objective of one example that test-time refinement minimises over
+        ``variables[refine_net]`` (:mod:`jrs_jax.refinement`): ``(scalar, aux)``, jittable.
+
+        Default: the config's registration objective on :meth:`predict`'s outputs,
+        ``sim(warped, fixed) + λ reg(disp)`` (``loss.similarity`` / ``similarity_kwargs``,
+        ``loss.regulariser`` / ``regulariser_kwargs`` / ``reg_weight``; no label term: the
+        labels of a new pair are unknown). A method with another objective overrides it.
+
+        Raises:
+          ValueError: the config's ``loss`` section has no such registration objective.
+        """
+        objective = self.__dict__.get("_refine_objective")
+        if objective is None:
+            from ..losses import combine, regulariser_term, similarity_term
+
+            loss = self.config.get("loss") or {}
+            missing = [k for k in ("similarity", "regulariser", "reg_weight") if k not in loss]
+            if missing:
+                raise ValueError(
+                    f"{self.name} cannot refine: its config's loss section has no "
+                    f"{', '.join('loss.' + k for k in missing)} (the objective refinement uses)"
+                )
+            objective = combine(sim=similarity_term(loss), smooth=regulariser_term(loss))
+            self.__dict__["_refine_objective"] = objective
+        pred = self.predict(variables, batch)
+        return objective(warped=pred["warped"], fixed=batch["fixed"], disp=pred["disp"])
 
     def pair_metrics(self, prediction: Mapping[str, Any], batch: Mapping[str, Any]) -> dict:
         """Method-specific per-pair metrics ``{name: [B]}`` added to the pair evaluation."""

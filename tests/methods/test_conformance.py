@@ -181,3 +181,30 @@ def test_cli_train_then_register_or_segment(name, data, tmp_path, run_cli):
         assert rc == 0, err
         assert (out / "labels.nii.gz").exists()
         assert json.loads((out / "summary.json").read_text())["voxels_per_label"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_test_time_refinement_or_a_one_line_refusal(name, data):
+    """Every method either refines (its :attr:`refine_net` moves, every other state entry
+    stays, the objective is finite) or refuses with a ``ValueError`` naming itself."""
+    from jrs_jax.refinement import refine_variables
+
+    _cfg, ds, method = _setup(name, data)
+    v = variables(method.init(jax.random.key(0), ds))
+    batch = (
+        _task_batch(method, ds, method.refine_task) if method.refine_task in method.tasks else {}
+    )
+    one = {k: np.asarray(x)[:1] for k, x in batch.items()}
+    try:
+        refined, losses = refine_variables(method, v, one, steps=2, lr=1e-2)
+    except ValueError as exc:
+        assert name in str(exc) and "\n" not in str(exc)
+        return
+    assert losses.shape == (3,) and np.isfinite(losses).all()
+    net = method.refine_net
+    for k in v:
+        same = all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(jax.tree.leaves(v[k]), jax.tree.leaves(refined[k]))
+        )
+        assert same == (k != net), k
