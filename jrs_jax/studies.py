@@ -21,7 +21,14 @@ A study is a Python file ``configs/studies/NAME.py`` with ``get_study(arg=None) 
 with rows ``{"name", "label", "config": "voxelmorph.py[:variants]", "set": {key: value}}``
 (the config path is relative to ``configs/``, or a config dict; ``set`` are ``--set``
 overrides, applied after ``data.dataset`` and ``seed``), or ``{"name", "label", "from": ROW,
-"at_step": N}``: row ``ROW``'s run as it was validated at step ``N`` (a stage of a longer schedule).
+"at_step": N}``: row ``ROW``'s run as it was validated at step ``N`` (a stage of a longer
+schedule), or ``{"name", "label", "from": ROW, "evaluate": {"set": {key: value}, "dataset":
+FILE}}``: row ``ROW``'s trained run evaluated again, with its config changed by ``set`` for
+the evaluation only (e.g. ``{"eval.refine_steps": 50}``: test-time refinement; a
+prediction option) and/or on another dataset file of the study data (``FILE`` relative to
+the data folder, e.g. an out-of-distribution test split); no extra training, so the row has
+exactly ``ROW``'s update budget. The evaluation is cached in the run folder
+(``evaluations/<hash>.json``).
 
 Every row of every seed is trained with :func:`jrs_jax.experiment.train_or_reuse` in
 ``OUT/runs/<row>-<hash of its config>``: identical configs (a baseline that does not depend on
@@ -117,8 +124,11 @@ def _validate(study: Mapping, path: str) -> None:
         names = [r["name"] for r in g["rows"]]
         for r in g["rows"]:
             if "from" in r:
-                if r["from"] not in names or "at_step" not in r:
-                    raise ConfigError(f"{path}: row {r['name']!r} needs an existing 'from' row")
+                if r["from"] not in names or ("at_step" in r) == ("evaluate" in r):
+                    raise ConfigError(
+                        f"{path}: row {r['name']!r} needs an existing 'from' row and one of "
+                        "'at_step' or 'evaluate'"
+                    )
             elif "config" not in r:
                 raise ConfigError(f"{path}: row {r['name']!r} has no 'config'")
         for gap in study.get("gaps", []):
@@ -189,6 +199,44 @@ def _val_at(workdir: str, step: int) -> dict:
     return {k: v for k, v in recs[-1].items() if k.startswith("val/")}
 
 
+def _reevaluate(workdir: str, spec: Mapping, data_root: str) -> dict:
+    """The ``val/`` summary of the finished run in ``workdir`` evaluated again with its
+    config changed by ``spec["set"]`` and/or on ``spec["dataset"]`` (a file of the study's
+    data folder); cached in ``workdir/evaluations/<hash>.json``."""
+    from .evaluation import evaluate, write_json
+    from .experiment import build_method, load_dataset, load_run
+    from .train import variables
+
+    want = {"set": dict(spec.get("set") or {}), "dataset": spec.get("dataset")}
+    cache = os.path.join(workdir, "evaluations", f"{_digest(want)}.json")
+    if os.path.exists(cache):
+        with open(cache) as f:
+            return json.load(f)["summary"]
+    _, state, cfg = load_run(workdir, step="latest")
+    sets = dict(want["set"])
+    if want["dataset"]:
+        sets["data.dataset"] = os.path.join(data_root, want["dataset"])
+    cfg = copy.deepcopy(cfg)
+    for k, v in sets.items():  # an evaluation option the config leaves unset is added
+        section, _, leaf = k.partition(".")
+        if section == "eval" and leaf not in cfg.setdefault("eval", {}):
+            cfg["eval"][leaf] = v
+        else:
+            cfg = apply_overrides(cfg, [f"{k}={json.dumps(v)}"])
+    method = build_method(cfg)
+    ev_cfg = cfg.get("eval") or {}
+    summary = evaluate(
+        method,
+        variables(state),
+        load_dataset(cfg),
+        max_pairs=ev_cfg.get("max_pairs"),
+        batch_size=int(ev_cfg.get("batch_size", 4)),
+    ).summary
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    write_json(cache, {**want, "summary": summary})
+    return summary
+
+
 def run_study(
     study: Mapping,
     *,
@@ -216,7 +264,11 @@ def run_study(
         cfg = row_config(src, dataset=dataset, seed=seed)
         workdir = os.path.join(out, "runs", f"{src['name']}-{_digest(cfg)}")
         res = train_or_reuse(cfg, workdir=workdir, progress=progress, figures=True)
-        if "from" in row:
+        if "evaluate" in row:
+            data_root = os.path.dirname(dataset)
+            rec.update(_reevaluate(workdir, row["evaluate"], data_root), seconds=None)
+            rec["updates"] = int(cfg["train"]["steps"])
+        elif "from" in row:
             rec.update(_val_at(workdir, int(row["at_step"])), seconds=None)
         else:
             rec.update(res["evaluation"], seconds=res["train_seconds"])

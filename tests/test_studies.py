@@ -19,6 +19,8 @@ def get_study(arg=None):
         {"name": "vxm", "label": "VoxelMorph", "config": "voxelmorph.py:smoke", "set": smoke},
         {"name": "vxm_dice", "config": "voxelmorph.py:smoke,dice", "set": smoke},
         {"name": "vxm_early", "label": "VoxelMorph at step 2", "from": "vxm", "at_step": 2},
+        {"name": "vxm_refined", "from": "vxm",
+         "evaluate": {"set": {"eval.refine_steps": 5, "eval.refine_lr": 0.05}}},
     ]
     return {
         "name": "tiny",
@@ -66,7 +68,7 @@ def test_study_writes_table_json_and_plot(tiny):
     text = (out / "table.md").read_text()
     assert "| VoxelMorph |" in text and "Paired gaps" in text and "Dice supervision" in text
     saved = json.loads((out / "table.json").read_text())
-    assert len(saved["records"]) == 6  # 3 rows x 2 seeds
+    assert len(saved["records"]) == 8  # 4 rows x 2 seeds
 
 
 def test_gaps_are_the_per_seed_differences_of_the_runs(tiny):
@@ -104,6 +106,30 @@ def test_from_row_reads_the_validation_at_its_step(tiny):
         ]
         at2 = next(x for x in log if x["step"] == 2)
         assert r["val/reg_dice"] == at2["val/reg_dice"]
+
+
+def test_evaluate_row_re_evaluates_the_trained_run(tiny):
+    """An ``evaluate`` row scores ``from``'s run again with its config changed for the
+    evaluation only (here: test-time refinement), without training: same run folder, same
+    update count, another score, cached in the run folder, equal to evaluating by hand."""
+    from jrs_jax.evaluation import evaluate
+    from jrs_jax.experiment import build_method, load_dataset, load_run
+    from jrs_jax.train import variables
+
+    _, result, _ = tiny
+    base = {r["seed"]: r for r in result["records"] if r["row"] == "vxm"}
+    for r in (r for r in result["records"] if r["row"] == "vxm_refined"):
+        b = base[r["seed"]]
+        assert r["workdir"] == b["workdir"] and r["updates"] == b["updates"]
+        assert r["val/reg_dice"] != pytest.approx(b["val/reg_dice"], abs=1e-6)
+        assert len(os.listdir(os.path.join(r["workdir"], "evaluations"))) == 1
+    r = next(r for r in result["records"] if r["row"] == "vxm_refined")
+    _, state, cfg = load_run(r["workdir"], step="latest")
+    cfg["eval"].update(refine_steps=5, refine_lr=0.05)
+    ev = evaluate(
+        build_method(cfg), variables(state), load_dataset(cfg), max_pairs=24, batch_size=8
+    )
+    assert ev.summary["val/reg_dice"] == pytest.approx(r["val/reg_dice"])
 
 
 def test_rerun_reuses_finished_runs(tiny):
