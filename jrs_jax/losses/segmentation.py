@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from ..spatial.roi import soft_centroid
 from ._reduce import as_float, masked_mean, safe_div, voxel_mask
 
 __all__ = [
@@ -502,29 +503,9 @@ def centroid_distance(
         if num_classes < 2:
             raise ValueError("include_background=False needs num_classes >= 2")
         wa, wb = wa[..., 1:], wb[..., 1:]
-    spatial = wa.shape[1:-1]
-    ndim = len(spatial)
-    h = jnp.ones((ndim,), dtype) if spacing is None else jnp.asarray(spacing, dtype)
-    h = jnp.broadcast_to(h, (ndim,)) if h.ndim == 0 else h
-    if h.shape != (ndim,):
-        raise ValueError(
-            f"spacing must be a scalar or have {ndim} values; got shape {tuple(h.shape)}"
-        )
-    axes = tuple(range(1, ndim + 1))
-
-    def centroids(w):
-        mass = jnp.sum(w, axis=axes)  # [B, K]
-        cs = []
-        for i, n in enumerate(spatial):
-            shape = [1] * (ndim + 2)
-            shape[i + 1] = n
-            coord = jnp.arange(n, dtype=dtype).reshape(shape) * h[i]
-            cs.append(safe_div(jnp.sum(w * coord, axis=axes), mass))
-        return jnp.stack(cs, axis=-1), mass > 0  # [B, K, D], [B, K]
-
-    ca, pa = centroids(wa)
-    cb, pb = centroids(wb)
-    present = jnp.logical_and(pa, pb)
+    ca, ma = soft_centroid(wa, spacing=spacing)  # [B, K, D], [B, K]
+    cb, mb = soft_centroid(wb, spacing=spacing)
+    present = jnp.logical_and(ma > 0, mb > 0)
     sq = jnp.sum(jnp.square(ca - cb), axis=-1)
     dist = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
     pf = present.astype(dtype)

@@ -15,6 +15,11 @@ The coordinate contract (one convention everywhere):
   ``N`` times ``u = compose(u, u)`` (default ``N = 7``); the inverse is ``exp(-v)``.
 - Physical spacing (mm) enters only where it should: regularisers and Jacobians take an
   optional ``spacing``; NIfTI IO keeps the affine; everything else is in voxels.
+- Regions of interest (:mod:`jrs_jax.spatial.roi`): ``soft_centroid`` of soft masks
+  ``[B, *S, K]`` (voxels, or mm with ``spacing``), ``crop_around`` a (rounded) centre with a
+  static size, the window clamped inside the image (differentiable in the image, not the
+  centre), and ``paste`` / ``paste_back`` of a crop at its ``start`` (differentiable in the
+  crop), for coarse-to-fine (crop, refine, paste back) pipelines.
 
 Converters to and from MONAI / VoxelMorph-torch ``[B, D, *S]`` fields, normalised
 ``grid_sample`` coordinates and ITK/ANTs physical (LPS, mm) fields live in
@@ -51,6 +56,7 @@ from .filters import (
 )
 from .grid import identity_grid
 from .random import random_displacement, random_velocity
+from .roi import crop_around, paste, paste_back, soft_centroid
 from .warp import LABEL_MODES, PADDING_MODES, sample, warp, warp_labels
 
 __all__ = [
@@ -59,6 +65,7 @@ __all__ = [
     "affine_to_displacement",
     "box_filter",
     "compose",
+    "crop_around",
     "displacement_gradient",
     "filter_1d",
     "from_channels_first",
@@ -74,10 +81,13 @@ __all__ = [
     "invert_displacement",
     "jacobian_determinant",
     "otsu_threshold",
+    "paste",
+    "paste_back",
     "random_displacement",
     "random_velocity",
     "resize_field",
     "sample",
+    "soft_centroid",
     "to_channels_first",
     "to_grid_sample",
     "to_normalized_displacement",
