@@ -9,6 +9,7 @@ section (``similarity`` + ``similarity_kwargs``; ``regulariser`` + ``regulariser
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,24 +62,43 @@ def regulariser(name: str) -> Callable:
     return _get(REGULARISERS, "regulariser", name)
 
 
+def _takes_mask(fn: Callable) -> bool:
+    return "mask" in inspect.signature(fn).parameters
+
+
 def similarity_term(
     loss: Mapping[str, Any],
     *inputs: str,
     key: str = "similarity",
     weight: Any = 1.0,
+    mask: str | None = None,
 ) -> Term:
     """``term(similarity(loss[key]), *inputs, weight=weight, **loss[key + "_kwargs"])``.
 
     ``inputs`` default to ``("warped", "fixed")``; ``key="label_similarity"`` reads a second
     similarity of the same section (e.g. between warped and fixed label maps).
 
+    ``mask`` names a call-time input ``[B, *S]`` / ``[B, *S, 1]`` passed as the similarity's
+    ``mask=`` (``ref(mask)``), for the similarities that take one (``mse``, ``l1``,
+    ``local_ncc``): the images are then compared inside it only (e.g. ignoring a lesion or the
+    region outside the body).
+
     Example:
       >>> t = similarity_term({"similarity": "local_ncc", "similarity_kwargs": {"window": 5}})
       >>> t.inputs, dict(t.hparams)
       (('warped', 'fixed'), {'window': 5})
+      >>> similarity_term({"similarity": "local_ncc"}, mask="sim_mask").required_inputs()
+      ('warped', 'fixed', 'sim_mask')
     """
     names = inputs or ("warped", "fixed")
-    return term(similarity(loss[key]), *names, weight=weight, **loss.get(f"{key}_kwargs", {}))
+    fn = similarity(loss[key])
+    kwargs = dict(loss.get(f"{key}_kwargs", {}))
+    if mask is not None:
+        if not _takes_mask(fn):
+            masked = [n for n, f in SIMILARITIES.items() if _takes_mask(f)]
+            raise ValueError(f"similarity {loss[key]!r} takes no mask; these do: {masked}")
+        kwargs["mask"] = ref(mask)
+    return term(fn, *names, weight=weight, **kwargs)
 
 
 def regulariser_term(

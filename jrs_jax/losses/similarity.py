@@ -202,6 +202,57 @@ def _local_cc(a, b, *, window, kernel, sigma, squared, eps, convention) -> jnp.n
     return cross * jax.lax.rsqrt(var_a * var_b)
 
 
+#: Lower clamp of the masked window count ``W = S[m]`` (in voxels): where the window holds
+#: (almost) no masked voxel every window sum is (almost) 0 and the clamp keeps ``S[ma]^2 / W``
+#: and its gradient finite; it changes a variance by at most ``_MIN_COUNT * max a^2``.
+_MIN_COUNT = 1e-6
+
+
+def _masked_local_cc(a, b, mask, *, window, kernel, sigma, squared, eps, convention):
+    """Masked counterpart of :func:`_local_cc`: ``(cc [B, *S, C] (voxelmorph: [B, *S, 1]),
+    mask [B, *S, 1])``, the window statistics taken over the masked voxels only."""
+    check_choice("kernel", kernel, _LNCC_KERNELS)
+    check_choice("convention", convention, _LNCC_CONVENTIONS)
+    if int(window) != window or window < 1:
+        raise ValueError(f"window must be a positive int, got {window!r}")
+    window = int(window)
+    a, b = _pair(a, b, spatial=True)
+    m = voxel_mask(mask, a, per_channel=False)  # [B, *S, 1], a's dtype
+    nd = a.ndim - 2
+    c = a.shape[-1]
+    taps = _lncc_taps(window, kernel, sigma)
+
+    ma, mb = m * a, m * b
+    stack = jnp.concatenate([m, ma, mb, ma * a, mb * b, ma * b], axis=-1)
+    if kernel == "box":
+        sums = box_filter(stack, window)
+    else:
+        sums = stack
+        for ax in range(1, nd + 1):
+            sums = filter_1d(sums, taps, ax)
+    s_m = sums[..., :1]  # W = S[m]: the (weighted) number of masked voxels in the window
+    s_a, s_b, s_aa, s_bb, s_ab = jnp.split(sums[..., 1:], 5, axis=-1)
+    if convention == "voxelmorph":  # one window over all channels
+        s_a, s_b, s_aa, s_bb, s_ab = (
+            jnp.sum(s, axis=-1, keepdims=True) for s in (s_a, s_b, s_aa, s_bb, s_ab)
+        )
+        s_m = s_m * c
+    count = jnp.maximum(s_m, _MIN_COUNT)
+    mean_a = s_a / count
+    mean_b = s_b / count
+    cross = s_ab - mean_b * s_a
+    var_a = jnp.maximum(s_aa - mean_a * s_a, eps)
+    var_b = jnp.maximum(s_bb - mean_b * s_b, eps)
+    if convention == "voxelmorph":
+        cross = jnp.maximum(cross, eps)
+        if squared:
+            return (cross / var_a) * (cross / var_b), m
+        return cross / jnp.sqrt(var_a * var_b + eps), m
+    if squared:
+        return cross * cross / (var_a * var_b), m
+    return cross * jax.lax.rsqrt(var_a * var_b), m
+
+
 def local_ncc(
     a,
     b,
@@ -212,6 +263,7 @@ def local_ncc(
     squared: bool = True,
     eps: float = 1e-5,
     convention: str = "monai",
+    mask=None,
 ) -> jnp.ndarray:
     """Local (windowed) normalised cross-correlation loss ``-mean(LNCC)`` (lower is better).
 
@@ -241,6 +293,29 @@ def local_ncc(
     ``cross / sqrt(var_a var_b + eps)``. For a single channel and the squared form the two
     conventions differ only on windows with ``cross < eps``.
 
+    **Mask.** With ``mask`` ``m`` (``[B, *S]`` or ``[B, *S, 1]``, weights in ``[0, 1]``, binary
+    or soft; shared by the channels) the window statistics are taken over the masked voxels
+    only, each voxel weighted by ``m`` (times the kernel weight), and ``W`` becomes the
+    effective window count at each voxel::
+
+        W = max(S[m], 1e-6)
+        cross = S[mab] - S[ma] S[mb] / W
+        var_a = max(S[maa] - S[ma]^2 / W, eps),   var_b = max(S[mbb] - S[mb]^2 / W, eps)
+        cc as above (squared or signed)
+        loss = -sum_{x, c} m(x) cc(x, c) / sum_{x, c} m(x)      (0 if the mask is empty)
+
+    The window sums ``S[.]`` are the same zero-padded filters, so a voxel outside the image
+    has ``m = 0`` and does not count either: ``W`` is the number of masked voxels of the
+    window *inside the image*. Consequently the content under ``m = 0`` is ignored entirely,
+    in its own windows and its neighbours' (the loss and its gradient do not depend on it),
+    and the border behaves differently from ``mask=None``: a mask of ones gives the unmasked
+    ``cc`` map on voxels whose window lies inside the image, but at the border the unmasked
+    form counts the zero padding as samples (``W = (sum w)^ndim`` always) while the masked
+    one does not (so, e.g., ``b = alpha a + beta`` scores ``cc = 1`` up to the border with a
+    mask, not without). ``convention="voxelmorph"`` with a mask is the analogous pooled form
+    (sums over the channels, ``W = C S[m]``, ``cross`` clamped, the signed form ``cross /
+    sqrt(var_a var_b + eps)``). ``mask=None`` is exactly the unmasked function above.
+
     Defaults: ``window=9`` as VoxelMorph (MONAI's default ``kernel_size`` is 3, pass
     ``window=3`` for it), box kernel, squared CC. Computed in at least float32.
 
@@ -253,9 +328,10 @@ def local_ncc(
       squared: squared CC (VoxelMorph/MONAI default) or signed CC.
       eps: clamp of the window variances (and, for voxelmorph, of ``cross``; see above).
       convention: ``"monai"`` (default) or ``"voxelmorph"``.
+      mask: optional voxel weights ``[B, *S]`` / ``[B, *S, 1]`` in ``[0, 1]`` (see above).
 
     Returns:
-      ``[B]``: ``-mean(cc)``, ``-1`` at best.
+      ``[B]``: ``-mean(cc)`` (with a mask: the mask-weighted mean), ``-1`` at best.
 
     Example:
       >>> x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 16, 1))
@@ -264,6 +340,19 @@ def local_ncc(
     Reference: Avants et al., "Symmetric diffeomorphic image registration with cross-correlation"
     (MedIA 2008); Balakrishnan et al., VoxelMorph (TMI 2019).
     """
+    if mask is not None:
+        cc, m = _masked_local_cc(
+            a,
+            b,
+            mask,
+            window=window,
+            kernel=kernel,
+            sigma=sigma,
+            squared=squared,
+            eps=eps,
+            convention=convention,
+        )
+        return -masked_mean(cc, m)
     cc = _local_cc(
         a,
         b,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import pathlib
 
 import jax
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from jrs_jax.losses import Objective, similarity_term
 from jrs_jax.losses.similarity import (
     _local_cc,
+    _masked_local_cc,
     l1,
     local_ncc,
     mse,
@@ -214,6 +217,212 @@ def test_local_ncc_bad_arguments():
         local_ncc(a[0], a[0])
     with pytest.raises(ValueError, match="window"):
         local_ncc(a, a, window=0)
+
+
+# --------------------------------------------------------------------------------------------
+# masked local NCC
+# --------------------------------------------------------------------------------------------
+
+
+def masked_lncc_np(a, b, m, *, window, kernel="box", sigma=None, squared=True, eps=1e-5,
+                   convention="monai"):  # fmt: skip
+    """Brute force, float64: per voxel, the weighted correlation over its window explicitly.
+
+    Window of voxel ``x``: the in-image voxels ``q`` with ``x - lo <= q <= x + hi`` per axis
+    (``lo = (window - 1) // 2``), each weighted ``m(q) * prod_i taps[q_i - x_i + lo]``;
+    centred (two-pass) moments. Returns ``(loss [B], cc [B, *S, C'])``."""
+    a, b, m = (np.asarray(v, np.float64) for v in (a, b, m))
+    lo = (window - 1) // 2
+    if kernel == "box":
+        taps = np.ones(window)
+    else:
+        s = window / 3.0 if sigma is None else sigma
+        taps = np.exp(-0.5 * ((np.arange(window) - lo) / s) ** 2)
+    bsz, *spatial, nch = a.shape
+    pooled = convention == "voxelmorph"
+    cc = np.zeros((bsz, *spatial, 1 if pooled else nch))
+    for bi in range(bsz):
+        for x in np.ndindex(*spatial):
+            rng = [range(max(0, xi - lo), min(n, xi - lo + window)) for xi, n in zip(x, spatial)]
+            qs = list(itertools.product(*rng))
+            w = np.array([m[(bi, *q)] * np.prod([taps[qi - xi + lo] for qi, xi in zip(q, x)])
+                          for q in qs])  # fmt: skip
+            va = np.array([a[(bi, *q)] for q in qs])  # [n, C]
+            vb = np.array([b[(bi, *q)] for q in qs])
+            groups = (
+                [(va.ravel(), vb.ravel(), np.repeat(w, nch))]
+                if pooled
+                else [(va[:, c], vb[:, c], w) for c in range(nch)]
+            )
+            for c, (xa, xb, ww) in enumerate(groups):
+                big_w = ww.sum()
+                if big_w > 0:
+                    da, db = xa - (ww * xa).sum() / big_w, xb - (ww * xb).sum() / big_w
+                    cross = (ww * da * db).sum()
+                    var_a, var_b = (ww * da * da).sum(), (ww * db * db).sum()
+                else:
+                    cross = var_a = var_b = 0.0
+                var_a, var_b = max(var_a, eps), max(var_b, eps)
+                if pooled:
+                    cross = max(cross, eps)
+                    val = (
+                        cross**2 / (var_a * var_b)
+                        if squared
+                        else cross / np.sqrt(var_a * var_b + eps)
+                    )
+                else:
+                    val = cross**2 / (var_a * var_b) if squared else cross / np.sqrt(var_a * var_b)
+                cc[(bi, *x, c)] = val
+    mm = np.broadcast_to(m[..., None], cc.shape)
+    axes = tuple(range(1, cc.ndim))
+    den = mm.sum(axis=axes)
+    loss = -np.where(den > 0, (mm * cc).sum(axis=axes) / np.where(den > 0, den, 1), 0.0)
+    return loss, cc
+
+
+def _test_mask(shape, seed, soft):
+    """Binary or soft ``[B, *S]`` mask with a block of exact zeros and an empty corner."""
+    rng = np.random.default_rng(seed)
+    m = rng.uniform(0.0, 1.0, shape) if soft else (rng.uniform(size=shape) > 0.3).astype(float)
+    m[(slice(None), slice(0, 2), slice(1, 4))] = 0.0
+    return m.astype(np.float32)
+
+
+MASKED_CASES = [
+    ("2d", (2, 7, 6, 2), {"window": 3}, False),
+    ("2d_soft_even", (2, 7, 6, 2), {"window": 4}, True),
+    ("2d_signed_gauss", (2, 7, 6, 1), {"window": 5, "kernel": "gaussian", "squared": False}, True),
+    ("2d_vxm", (2, 6, 7, 2), {"window": 3, "convention": "voxelmorph"}, False),
+    ("2d_vxm_signed", (1, 6, 7, 2), {"window": 3, "convention": "voxelmorph", "squared": False},
+     True),
+    ("3d", (1, 5, 4, 6, 1), {"window": 3}, False),
+    ("3d_soft_signed", (2, 4, 5, 3, 2), {"window": 3, "squared": False}, True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,shape,kw,soft", MASKED_CASES, ids=[c[0] for c in MASKED_CASES])
+def test_masked_local_ncc_matches_brute_force(name, shape, kw, soft):
+    a = rand(shape, 31)
+    b = (0.6 * a + 0.4 * rand(shape, 32)).astype(np.float32)
+    b[:, : shape[1] // 2] = 1.0 - b[:, : shape[1] // 2]  # anti-correlated half
+    m = _test_mask(shape[:-1], 33, soft)
+    want_loss, want_cc = masked_lncc_np(a, b, m, **kw)
+    got = jf(local_ncc, **kw)(a, b, mask=m)
+    assert got.shape == (shape[0],) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want_loss, rtol=1e-4, atol=2e-5)
+    assert not np.allclose(got, jf(local_ncc, **kw)(a, b), atol=1e-3)  # the mask matters
+    full = dict(kernel="box", sigma=None, squared=True, eps=1e-5, convention="monai") | kw
+    with jax.enable_x64(True):  # float64: the whole cc map to rounding
+        cc, _ = jax.jit(lambda x, y, w: _masked_local_cc(x, y, w, **full))(
+            jnp.asarray(a, jnp.float64), jnp.asarray(b, jnp.float64), jnp.asarray(m, jnp.float64)
+        )
+        np.testing.assert_allclose(cc, want_cc, rtol=1e-9, atol=1e-10)
+        a64, b64, m64 = (jnp.asarray(v, jnp.float64) for v in (a, b, m[..., None]))
+        loss64 = jf(local_ncc, **kw)(a64, b64, mask=m64)
+        assert loss64.dtype == jnp.float64
+        np.testing.assert_allclose(loss64, want_loss, rtol=1e-9, atol=1e-12)
+
+
+def test_masked_local_ncc_ones_mask_is_unmasked_away_from_the_border():
+    shape = (2, 12, 11, 2)
+    a = rand(shape, 41)
+    b = (0.5 * a + 0.5 * rand(shape, 42)).astype(np.float32)
+    kw = dict(window=5, kernel="box", sigma=None, squared=True, eps=1e-5, convention="monai")
+    ones = np.ones(shape[:-1], np.float32)
+    cc_m, _ = _masked_local_cc(a, b, ones, **kw)
+    cc_u = _local_cc(a, b, **kw)
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # windows entirely inside the image
+    np.testing.assert_allclose(cc_m[inner], cc_u[inner], rtol=1e-5, atol=1e-6)
+    # at the border the unmasked form counts the zero padding as samples, the masked one not
+    assert np.abs(np.asarray(cc_m)[:, 0] - np.asarray(cc_u)[:, 0]).max() > 1e-3
+    # hence an affine pair scores -1 up to the border with a mask of ones, not without
+    f = jf(local_ncc, window=5)
+    np.testing.assert_allclose(f(a, 2.0 * a + 0.5, mask=ones), [-1.0, -1.0], atol=1e-4)
+    assert np.all(f(a, 2.0 * a + 0.5) > -0.99)
+    # [B, *S] and [B, *S, 1] masks are the same; a constant factor cancels (cc is a ratio)
+    np.testing.assert_allclose(f(a, b, mask=ones[..., None]), f(a, b, mask=ones), rtol=1e-6)
+    m = _test_mask(shape[:-1], 43, soft=True)
+    np.testing.assert_allclose(f(a, b, mask=0.25 * m), f(a, b, mask=m), rtol=1e-4)
+    # an empty mask gives 0 with finite gradients
+    zero = np.zeros(shape[:-1], np.float32)
+    np.testing.assert_array_equal(f(a, b, mask=zero), [0.0, 0.0])
+    g = jax.jit(jax.grad(lambda x, y: jnp.sum(f(x, y, mask=zero)), argnums=(0, 1)))(a, b)
+    assert all(np.all(np.isfinite(gi)) for gi in g)
+
+
+@pytest.mark.parametrize("convention", ["monai", "voxelmorph"])
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+def test_masked_local_ncc_ignores_what_is_masked_out(dim, convention):
+    shape = SHAPES[dim]
+    a = rand(shape, 51)
+    b = (0.7 * a + 0.3 * rand(shape, 52)).astype(np.float32)
+    m = np.ones(shape[:-1], np.float32)
+    block = (slice(None), slice(3, 6), slice(2, 5))
+    m[block] = 0.0
+    a2, b2 = a.copy(), b.copy()
+    rng = np.random.default_rng(53)
+    a2[block] = rng.uniform(-50, 50, a2[block].shape)  # corrupt a and b under the mask
+    b2[block] = rng.uniform(-50, 50, b2[block].shape)
+    f = jf(local_ncc, window=5, convention=convention)
+    np.testing.assert_allclose(f(a2, b2, mask=m), f(a, b, mask=m), rtol=1e-6, atol=1e-7)
+    assert np.all(np.abs(f(a2, b2) - f(a, b)) > 1e-3)  # unmasked, the corruption counts
+    # voxel by voxel (neighbours' windows included): the same map wherever m > 0
+    kw = dict(window=5, kernel="box", sigma=None, squared=True, eps=1e-5, convention=convention)
+    cc1, _ = _masked_local_cc(a, b, m, **kw)
+    cc2, _ = _masked_local_cc(a2, b2, m, **kw)
+    keep = np.broadcast_to(m[..., None] > 0, cc1.shape)
+    np.testing.assert_allclose(np.asarray(cc2)[keep], np.asarray(cc1)[keep], rtol=1e-5, atol=1e-6)
+    # and no gradient flows into the masked-out voxels
+    ga, gb = jax.jit(jax.grad(lambda x, y: jnp.sum(f(x, y, mask=m)), argnums=(0, 1)))(a2, b2)
+    np.testing.assert_array_equal(np.asarray(ga)[block], 0.0)
+    np.testing.assert_array_equal(np.asarray(gb)[block], 0.0)
+    assert np.all(np.isfinite(ga)) and np.any(np.asarray(ga) != 0)
+
+
+MASKED_GRAD_CASES = [
+    ({"window": 3}, False),
+    ({"window": 3, "squared": False}, True),
+    ({"window": 3, "kernel": "gaussian", "convention": "voxelmorph", "squared": False}, True),
+    ({"window": 4, "convention": "voxelmorph"}, False),
+]
+
+
+@pytest.mark.parametrize("kw,soft", MASKED_GRAD_CASES, ids=[str(c) for c in MASKED_GRAD_CASES])
+def test_masked_local_ncc_check_grads_float64(kw, soft):
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(8)
+        a = jnp.asarray(rng.uniform(0.05, 0.95, (2, 5, 4, 1)))
+        b = jnp.asarray(0.5 * np.asarray(a) + rng.uniform(0.0, 0.45, (2, 5, 4, 1)))
+        m = np.asarray(_test_mask((2, 5, 4), 9, soft), np.float64)
+        f = jax.jit(lambda x, y: local_ncc(x, y, mask=m, **kw))
+        assert f(a, b).dtype == jnp.float64
+        check_grads(f, (a, b), order=1, modes=("rev",))
+
+
+def test_masked_local_ncc_bad_mask():
+    a = rand((2, 8, 8, 2))
+    with pytest.raises(ValueError, match="mask"):
+        local_ncc(a, a, mask=np.ones((2, 8, 8, 2)))  # per-channel masks: not supported
+    with pytest.raises(ValueError, match="mask"):
+        local_ncc(a, a, mask=np.ones((2, 8, 7)))
+
+
+def test_similarity_term_passes_the_mask_input():
+    loss = {"similarity": "local_ncc", "similarity_kwargs": {"window": 5}}
+    t = similarity_term(loss, mask="sim_mask", weight=2.0)
+    assert t.required_inputs() == ("warped", "fixed", "sim_mask")
+    a, b = rand((2, 10, 9, 1), 61), rand((2, 10, 9, 1), 62)
+    m = _test_mask((2, 10, 9), 63, soft=False)
+    total, parts = jax.jit(lambda x, y, w: Objective({"sim": t})(warped=x, fixed=y, sim_mask=w))(
+        a, b, m
+    )
+    np.testing.assert_allclose(parts["sim"], jf(local_ncc, window=5)(a, b, mask=m).mean(),
+                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(total, 2.0 * parts["sim"], rtol=1e-6)
+    assert not np.allclose(parts["sim"], jf(local_ncc, window=5)(a, b).mean())
+    assert similarity_term(loss).required_inputs() == ("warped", "fixed")
+    with pytest.raises(ValueError, match="takes no mask"):
+        similarity_term({"similarity": "ncc"}, mask="sim_mask")
 
 
 # --------------------------------------------------------------------------------------------
