@@ -13,6 +13,7 @@ from scipy.spatial.distance import cdist
 from jrs_jax.metrics import (
     assd,
     boundary_band,
+    component_counts,
     dice_per_channel,
     dice_per_label,
     endpoint_error,
@@ -24,6 +25,7 @@ from jrs_jax.metrics import (
     mean_dice_multilabel,
     non_diffeomorphic_volume,
     sdlogj,
+    spurious_components,
     summarize_jacobian,
 )
 
@@ -631,3 +633,112 @@ def test_boundary_band_argument_checks():
         boundary_band(np.zeros((2, 4, 4, 4)))
     with pytest.raises(ValueError, match="len"):
         boundary_band(np.zeros((2, 4)), batched=True)
+
+
+# --------------------------------------------------------------------------------------------
+# connected components
+# --------------------------------------------------------------------------------------------
+
+
+def _flood_fill_count(mask: np.ndarray, connectivity: int) -> int:
+    """Independent reference: components of a boolean mask by breadth-first flood fill, the
+    neighbours being the offsets with at most ``connectivity`` non-zero entries in {-1, 0, 1}."""
+    offsets = [o for o in itertools.product((-1, 0, 1), repeat=mask.ndim)
+               if 0 < sum(map(abs, o)) <= connectivity]  # fmt: skip
+    seen = np.zeros(mask.shape, bool)
+    count = 0
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        count += 1
+        seen[start] = True
+        queue = [start]
+        while queue:
+            p = queue.pop()
+            for o in offsets:
+                q = tuple(pi + oi for pi, oi in zip(p, o))
+                if all(0 <= qi < n for qi, n in zip(q, mask.shape)) and mask[q] and not seen[q]:
+                    seen[q] = True
+                    queue.append(q)
+    return count
+
+
+def test_component_counts_hand_made_2d():
+    lab = np.zeros((8, 9), np.int16)
+    lab[0:2, 0:2] = 1  # label 1: a square, a single voxel and an L: 3 pieces
+    lab[4, 4] = 1
+    lab[6:8, 6] = 1
+    lab[7, 7:9] = 1
+    lab[0, 6] = lab[1, 7] = 2  # label 2: two voxels touching diagonally
+    lab[4, 0:3] = 3  # label 3: one bar
+    assert component_counts(lab) == {1: 3, 2: 2, 3: 1}
+    assert component_counts(lab, connectivity=2) == {1: 3, 2: 1, 3: 1}
+    assert list(component_counts(lab, labels=[3, 1])) == [3, 1]  # ordered as asked
+    assert component_counts(lab, labels=[2, 5, 0]) == {2: 2, 5: 0, 0: 1}  # absent: 0
+    assert spurious_components(lab) == {1: 2, 2: 1, 3: 0}
+    assert spurious_components(lab, connectivity=2, labels=[2, 5]) == {2: 0, 5: 0}
+    # integer-valued floats (as nibabel loads them) give the same, with int keys
+    got = component_counts(lab.astype(np.float32))
+    assert got == {1: 3, 2: 2, 3: 1} and all(type(k) is int for k in got)
+    assert component_counts(np.zeros((4, 4), int)) == {}
+
+
+def test_component_counts_hand_made_3d_connectivities():
+    lab = np.zeros((6, 6, 6), np.int32)
+    lab[0, 0, 0] = lab[1, 1, 1] = 1  # corners only: 26-connected
+    lab[3, 3, 0] = lab[4, 4, 0] = 2  # an edge: 18-connected
+    lab[0:2, 4:6, 3:6] = 3  # one block
+    lab[5, 0, 5] = 3  # plus a far voxel
+    want = {1: {1: 2, 2: 2, 3: 1}, 2: {1: 2, 2: 1, 3: 1}, 3: {1: 2, 2: 2, 3: 2}}
+    for conn in (1, 2, 3):
+        got = component_counts(lab, connectivity=conn)
+        assert got == {k: want[k][conn] for k in (1, 2, 3)}, conn
+        assert spurious_components(lab, connectivity=conn) == {
+            k: want[k][conn] - 1 for k in (1, 2, 3)
+        }
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (5, 6, 7)])
+def test_component_counts_match_flood_fill(shape):
+    rng = np.random.default_rng(len(shape))
+    lab = rng.integers(0, 4, shape) * (rng.uniform(size=shape) < 0.45)  # many small islands
+    for conn in range(1, len(shape) + 1):
+        got = component_counts(lab, connectivity=conn)
+        assert set(got) == set(np.unique(lab)) - {0}
+        for k, c in got.items():
+            assert c == _flood_fill_count(lab == k, conn), (k, conn)
+            assert c > 1  # a random map: fragments, so the check is not trivial
+        assert spurious_components(lab, connectivity=conn) == {k: c - 1 for k, c in got.items()}
+    # a coarser neighbourhood can only split components
+    counts = [component_counts(lab, connectivity=c) for c in range(1, len(shape) + 1)]
+    assert all(counts[i][k] >= counts[i + 1][k] for i in range(len(counts) - 1) for k in counts[0])
+
+
+def test_component_counts_multi_label_channels():
+    m = np.zeros((6, 7, 3), np.uint8)
+    m[0:2, 0:2, 0] = 1
+    m[4:6, 4:7, 0] = 1  # channel 0: two blobs
+    m[1:5, 1:5, 1] = 1  # channel 1: one blob overlapping both of channel 0's
+    m[3, 3, 2] = m[4, 4, 2] = 0  # channel 2: empty
+    assert component_counts(m, multi_label=True) == {0: 2, 1: 1, 2: 0}
+    assert spurious_components(m, multi_label=True) == {0: 1, 1: 0, 2: 0}
+    assert component_counts(m, multi_label=True, labels=[1]) == {1: 1}
+    m[5, 0, 2] = m[4, 1, 2] = 1  # channel 2: a diagonal pair
+    assert component_counts(m, multi_label=True, labels=[2]) == {2: 2}
+    assert component_counts(m, multi_label=True, labels=[2], connectivity=2) == {2: 1}
+    m3 = np.zeros((4, 4, 4, 2), bool)
+    m3[0, 0, 0, 1] = m3[3, 3, 3, 1] = True
+    assert component_counts(m3, multi_label=True) == {0: 0, 1: 2}
+
+
+def test_component_counts_argument_checks():
+    with pytest.raises(ValueError, match="connectivity"):
+        component_counts(np.zeros((4, 4), int), connectivity=3)
+    with pytest.raises(ValueError, match="connectivity"):
+        component_counts(np.zeros((4, 4), int), connectivity=0)
+    with pytest.raises(ValueError, match="label_map"):
+        component_counts(np.zeros((4,), int))
+    with pytest.raises(ValueError, match="multi-label"):
+        component_counts(np.zeros((4, 4), int), multi_label=True)
+    with pytest.raises(ValueError, match="out of range"):
+        spurious_components(np.zeros((4, 4, 2), int), multi_label=True, labels=[2])
