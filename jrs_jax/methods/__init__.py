@@ -13,6 +13,7 @@ from .ddir import DDIR
 from .deepatlas import DeepAtlas, update_counts
 from .deeprs import DeepRS
 from .hybrid_unet import HybridUNet
+from .istn import ISTN
 from .jrss import JRSS
 from .jssr import JSSR
 from .sddir import SDDIR
@@ -41,6 +42,7 @@ METHODS: dict[str, type[Method]] = {
         CardiacMotion,
         JSSR,
         XrayGAN,
+        ISTN,
     )
 }
 
@@ -75,6 +77,7 @@ __all__ = [
     "DeepAtlas",
     "DeepRS",
     "HybridUNet",
+    "ISTN",
     "Method",
     "MissingInput",
     "SegInformed2D",
