@@ -43,6 +43,13 @@ method's own
 Segmentation (a ``"segment"`` task) is scored on the labelled held-out subjects, from
 :meth:`~jrs_jax.methods.Method.labels` of the prediction (argmax of ``seg_probs``, or
 ``seg_sigmoid`` thresholded per label): a structure never predicted scores 0.
+
+Every label map scored also counts its spurious fragments, the connected components beyond
+the first of each label (:func:`spurious_components`): ``seg_spurious`` (the
+segmentation), ``reg_spurious`` (the warped moving labels), in total and per label
+(``seg_spurious/<label>``). With ``eval.refine_steps`` every pair (or subject, for a method
+whose refinement serves ``segment``) is first refined on its own
+(:mod:`jrs_jax.refinement`).
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ __all__ = [
     "per_label_dice",
     "propagate_labels",
     "sequence_truth",
+    "spurious_components",
     "warp_labels_nearest",
     "write_json",
     "write_report",
@@ -167,6 +175,37 @@ def per_label_dice(
         scores = metrics.dice_per_label(pred, target, labels=labels, missing="zero")
     names = names or {}
     return {str(names.get(int(i), i)): float(v) for i, v in scores.items()}
+
+
+def spurious_components(
+    labels_map,
+    *,
+    multi_label: bool = False,
+    labels: Sequence[int] | None = None,
+    names: Mapping[int, str] | None = None,
+) -> dict[str, float]:
+    """Connected components beyond the first of each foreground label (or channel) of one
+    case (:func:`jrs_jax.metrics.spurious_components`, face connectivity): ``{"": total,
+    name: count}`` over ``labels`` (default: the dataset's named labels, else those present);
+    fragments a topology-preserving segmentation (an atlas warped by a diffeomorphism)
+    cannot have."""
+    if labels is None and not multi_label:
+        known = [int(i) for i in (names or {}) if int(i) > 0]
+        present = [int(v) for v in np.unique(labels_map) if v > 0]
+        labels = sorted(set(known) | set(present))
+    counts = metrics.spurious_components(labels_map, labels=labels, multi_label=multi_label)
+    names = names or {}
+    out = {str(names.get(int(k), k)): float(v) for k, v in counts.items()}
+    return {"": float(sum(counts.values())), **out}
+
+
+def _components(prefix: str, labels_map, **kwargs) -> dict[str, float]:
+    """:func:`spurious_components` as row entries ``prefix`` (the total) and
+    ``prefix/<label>``."""
+    return {
+        prefix if k == "" else f"{prefix}/{k}": v
+        for k, v in spurious_components(labels_map, **kwargs).items()
+    }
 
 
 def _mean_hd95(pred: np.ndarray, target: np.ndarray, spacing) -> float:
@@ -283,6 +322,11 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
         labels=config.get("labels"),
         names=dataset.label_names,
     )
+    parts = {
+        "multi_label": method.multi_label,
+        "labels": config.get("labels"),
+        "names": dataset.label_names,
+    }
     rows = []
     for sl in _chunks(len(pairs), batch_size):
         b = pair_batch_for(method, dataset, pairs[sl], mode)
@@ -317,9 +361,11 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
                         band = metrics.boundary_band(b["fixed_mask"][j], width=band_width)
                         for key, inside in (("epe_boundary", band), ("epe_interior", ~band)):
                             row[key] = metrics.endpoint_error(disp[j], b["gt_disp"][j], mask=inside)
+            row.update(_components("reg_spurious", warped[j], **parts))
             if seg is not None:
                 row["seg_dice"] = dice(seg[j], target)
                 row.update({f"seg_dice/{k}": v for k, v in per_label(seg[j], target).items()})
+                row.update(_components("seg_spurious", seg[j], **parts))
             if seg_moving is not None:  # Seg(moving)∘φ against Seg(fixed)
                 row["seg_consistency"] = dice(seg_moving[j], seg[j])
             if surface and warped.ndim == disp.ndim - 1:
@@ -350,6 +396,13 @@ def _segment_rows(method, variables, dataset, *, config, batch_size, surface):
                 "subject": dataset.subjects[i].name,
                 "dice": dice(pred[j], b["labels"][j]),
                 **{f"seg_dice/{k}": v for k, v in per_label(pred[j], b["labels"][j]).items()},
+                **_components(
+                    "seg_spurious",
+                    pred[j],
+                    multi_label=method.multi_label,
+                    labels=config.get("labels"),
+                    names=dataset.label_names,
+                ),
             }
             if surface and pred.ndim == b["image"].ndim - 1:
                 row["hd95"] = _mean_hd95(pred[j], b["labels"][j], spacing)
@@ -499,7 +552,9 @@ def evaluate(
             method, variables, dataset, config=config, batch_size=batch_size, surface=surface
         )
         names = {"dice": "seg_dice", "hd95": "seg_hd95"}
-        names.update({k: k for r in subject_rows for k in r if k.startswith("seg_dice/")})
+        names.update(
+            {k: k for r in subject_rows for k in r if k.startswith(("seg_dice/", "seg_spurious"))}
+        )
         summary.update(_summarise(subject_rows, names))
     if "val/reg_dice" in summary and "val/seg_dice" in summary:
         summary["val/mean_dice"] = 0.5 * (summary["val/reg_dice"] + summary["val/seg_dice"])

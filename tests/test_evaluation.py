@@ -250,3 +250,31 @@ def test_per_label_dice_names_each_label_and_channel():
     t[1, 1, 1] = 1  # channel 1: missed by the prediction -> 0
     got = per_label_dice(p, t, multi_label=True, names={0: "tract_a", 1: "tract_b"})
     assert got == pytest.approx({"tract_a": 2 / 3, "tract_b": 0.0})
+
+
+def test_spurious_components_count_the_fragments_of_each_label(anatomy, predict_only):
+    """A segmentation equal to the truth plus two stray islands of label 1 scores two spurious
+    components of label 1 per subject (and none for the others); the truth itself none."""
+    cfg, ds = anatomy
+
+    class Islands(predict_only):
+        name = "islands"
+        tasks = {"segment": ("image", "labels")}  # noqa: RUF012
+
+        def predict(self, variables, batch):
+            lab = batch["labels"].at[:, 0, 0].set(1).at[:, -1, -1].set(1)
+            return {"seg_probs": jax.nn.one_hot(lab, self.num_classes)}
+
+    method = Islands(cfg, shape=ds.shape, num_classes=cfg["data"]["num_classes"])
+    ev = evaluate(method, {}, ds)
+    held = [i for i in ds.held_out() if ds.subjects[i].has_labels]
+    assert len(ev.subjects) == len(held) > 0
+    for row, i in zip(ev.subjects, held):
+        lab = ds.subjects[i].labels
+        assert lab[0, 0] == lab[-1, -1] == 0 and lab[:2, :2].max() == lab[-2:, -2:].max() == 0
+        truth = metrics.spurious_components(lab, labels=[1, 2, 3, 4])
+        assert row["seg_spurious"] == sum(truth.values()) + 2
+        assert row[f"seg_spurious/{ds.label_names[1]}"] == truth[1] + 2
+        assert row[f"seg_spurious/{ds.label_names[2]}"] == truth[2]
+    expected = np.mean([row["seg_spurious"] for row in ev.subjects])
+    assert ev.summary["val/seg_spurious"] == pytest.approx(expected)
