@@ -19,6 +19,7 @@ from .datasets import Dataset, Subject, load_folder, load_learn2reg, load_subjec
 from .errors import DataError
 from .known_transform import make_known_transform_pairs, write_known_transform_dataset
 from .learn2reg import write_learn2reg
+from .lesion import make_lesion_subjects, mass_effect_field, write_lesion_dataset
 from .longitudinal import (
     growth_velocity,
     make_longitudinal_subjects,
@@ -46,6 +47,7 @@ from .nifti import (
     save_image,
     uncrop,
 )
+from .ood import OOD_SHIFTS, write_ood_dataset
 from .sampling import (
     PAIR_CASES,
     all_pairs,
@@ -70,6 +72,7 @@ from .sliding import (
     sliding_pair_field,
     write_sliding_dataset,
 )
+from .small_organs import make_small_organs_template, write_small_organs_dataset
 from .speech import SPEECH_LABELS, make_speech_subjects, write_speech_dataset
 from .synthetic import make_subjects, make_template, write_learn2reg_dataset
 from .tracts import make_tract_subjects, make_tract_template, write_tracts_dataset
@@ -78,6 +81,7 @@ __all__ = [
     "CARDIAC_LABELS",
     "MULTIMODAL_CONTRASTS",
     "MULTIMODAL_MODALITIES",
+    "OOD_SHIFTS",
     "PAIR_CASES",
     "SPEECH_LABELS",
     "CropPadInfo",
@@ -110,14 +114,17 @@ __all__ = [
     "load_subject",
     "make_cardiac_sequences",
     "make_known_transform_pairs",
+    "make_lesion_subjects",
     "make_longitudinal_subjects",
     "make_multimodal_subjects",
     "make_sliding_subjects",
+    "make_small_organs_template",
     "make_speech_subjects",
     "make_subjects",
     "make_template",
     "make_tract_subjects",
     "make_tract_template",
+    "mass_effect_field",
     "modality_means",
     "normalize_intensity",
     "pair_batch",
@@ -136,9 +143,12 @@ __all__ = [
     "write_known_transform_dataset",
     "write_learn2reg",
     "write_learn2reg_dataset",
+    "write_lesion_dataset",
     "write_longitudinal_dataset",
     "write_multimodal_dataset",
+    "write_ood_dataset",
     "write_sliding_dataset",
+    "write_small_organs_dataset",
     "write_speech_dataset",
     "write_tracts_dataset",
 ]

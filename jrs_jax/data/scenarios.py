@@ -19,10 +19,17 @@ frame's labels kept for evaluation (:func:`jrs_jax.data.write_cardiac_dataset`);
 scrambled label contrasts, for cross-modal pairs (moving X, fixed Y;
 :func:`jrs_jax.data.write_multimodal_dataset`); ``known_transform`` pairs each image with
 itself moved by a recorded random rigid + elastic transform, the exact ground truth in the
-scans' fields (:func:`jrs_jax.data.write_known_transform_dataset`). The method-family issues
-add lesion, small-organ and out-of-distribution scenarios here. ``jrs-jax make-synthetic --setting
-KEY=VALUE`` passes a scenario's own settings (``num_timepoints``, ``num_frames``,
-``contrast``, ...).
+scans' fields (:func:`jrs_jax.data.write_known_transform_dataset`); ``lesion`` has a lesion-free
+atlas and patients with a lesion absent from the template, its own label, and a mass effect
+pushing the tissue outwards, kept as the ground-truth field
+(:func:`jrs_jax.data.write_lesion_dataset`); ``small_organs`` has a few large structures and
+many small organs of a few voxels' radius, each next to a large one, as head-and-neck organs
+at risk (:func:`jrs_jax.data.write_small_organs_dataset`); ``ood`` is the anatomy with a
+second file, ``dataset_ood.json``, whose held-out subjects are the same anatomies rendered
+with a distribution shift (more noise, changed contrasts or a strong bias field;
+:func:`jrs_jax.data.write_ood_dataset`). ``jrs-jax make-synthetic --setting KEY=VALUE``
+passes a scenario's own settings (``num_timepoints``, ``num_frames``, ``contrast``,
+``shift``, ...).
 """
 
 from __future__ import annotations
@@ -33,9 +40,12 @@ from collections.abc import Callable
 
 from .cardiac import write_cardiac_dataset
 from .known_transform import write_known_transform_dataset
+from .lesion import write_lesion_dataset
 from .longitudinal import write_longitudinal_dataset
 from .multimodal import write_multimodal_dataset
+from .ood import write_ood_dataset
 from .sliding import write_sliding_dataset
+from .small_organs import write_small_organs_dataset
 from .speech import write_speech_dataset
 from .synthetic import write_learn2reg_dataset
 from .tracts import write_tracts_dataset
@@ -47,9 +57,12 @@ SCENARIOS: dict[str, Callable[..., str]] = {
     "anatomy": write_learn2reg_dataset,
     "cardiac": write_cardiac_dataset,
     "known_transform": write_known_transform_dataset,
+    "lesion": write_lesion_dataset,
     "longitudinal": write_longitudinal_dataset,
     "multimodal": write_multimodal_dataset,
+    "ood": write_ood_dataset,
     "sliding": write_sliding_dataset,
+    "small_organs": write_small_organs_dataset,
     "speech": write_speech_dataset,
     "tracts": write_tracts_dataset,
 }
