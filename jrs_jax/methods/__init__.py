@@ -19,6 +19,7 @@ from .jssr import JSSR
 from .sddir import SDDIR
 from .seg_informed_2d import SegInformed2D
 from .segis_net import SegisNet
+from .tumour_jrs import TumourJRS
 from .unet_seg import UNetSeg
 from .voxelmorph import VoxelMorph
 from .xray_gan import XrayGAN
@@ -43,6 +44,7 @@ METHODS: dict[str, type[Method]] = {
         JSSR,
         XrayGAN,
         ISTN,
+        TumourJRS,
     )
 }
 
@@ -66,6 +68,7 @@ def get_method(name: str) -> type[Method]:
 __all__ = [
     "DDIR",
     "EVAL_MODES",
+    "ISTN",
     "JRSS",
     "JSSR",
     "METHODS",
@@ -77,11 +80,11 @@ __all__ = [
     "DeepAtlas",
     "DeepRS",
     "HybridUNet",
-    "ISTN",
     "Method",
     "MissingInput",
     "SegInformed2D",
     "SegisNet",
+    "TumourJRS",
     "UNetSeg",
     "VoxelMorph",
     "XrayGAN",

@@ -144,5 +144,5 @@ def test_affine_stn_gives_an_affine_field(data, perturbed):
 
 
 def test_bad_variant_is_an_error(data):
-    with pytest.raises(ValueError, match="loss.variant"):
+    with pytest.raises(ValueError, match=r"loss\.variant"):
         _setup(data, "", "loss.variant='bspline'")
