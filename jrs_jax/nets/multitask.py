@@ -431,7 +431,8 @@ class SharedEncoderMultiDecoder(UNetConfig, kw_only=True):
     gets a decoder (``decoder_features`` per head, else the network's ``decoder_features``,
     else ``features[-2::-1]``; entries beyond ``len(features) - 1`` are full-resolution
     final convs, as in :class:`UNet`) and a conv ``1^D`` head computed in float32
-    (lecun-normal kernel, zero bias). Parameters: ``encoder``, ``decoder_{name}``,
+    (lecun-normal kernel, or ``N(0, head_init_std^2)`` for the heads named in
+    ``small_init_heads``; zero bias). Parameters: ``encoder``, ``decoder_{name}``,
     ``head_{name}`` and, with ``cross_stitch=True``, ``stitch{j}``.
 
     ``cross_stitch=True`` (needs >= 2 heads with equal decoder widths) steps the decoders
@@ -458,6 +459,10 @@ class SharedEncoderMultiDecoder(UNetConfig, kw_only=True):
     heads: Sequence[tuple]
     cross_stitch: bool = False
     stitch_self_weight: float = 0.9
+    #: heads whose kernel starts ``N(0, head_init_std^2)`` (a displacement head: training
+    #: starts near the identity) instead of lecun-normal
+    small_init_heads: Sequence[str] = ()
+    head_init_std: float = 1e-5
 
     def _split(self, dec: tuple[int, ...], name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         levels = len(self.features)
@@ -509,10 +514,16 @@ class SharedEncoderMultiDecoder(UNetConfig, kw_only=True):
         else:
             feats = {name: decoders[name](skips) for name, _, _ in heads}
         out = {}
+        unknown = set(self.small_init_heads) - {name for name, _, _ in heads}
+        if unknown:
+            raise ValueError(f"small_init_heads names unknown heads {sorted(unknown)}")
+        small = nn.initializers.normal(self.head_init_std)
         for name, channels, _ in heads:
+            init = small if name in self.small_init_heads else nn.linear.default_kernel_init
             out[name] = nn.Conv(
                 channels,
                 kernel_size=(1,) * ndim,
+                kernel_init=init,
                 dtype=jnp.float32,
                 param_dtype=jnp.float32,
                 name=f"head_{name}",
