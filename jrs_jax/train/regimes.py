@@ -488,20 +488,27 @@ def warp_subjects_to_atlas(
 # --------------------------------------------------------------------------- refinement
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "steps", "tx"))
-def _refine(loss_fn, params, batch, key, *, steps, tx):
-    def body(carry, i):
-        p, opt_state = carry
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            p, batch, jax.random.fold_in(key, i)
-        )
-        updates, opt_state = tx.update(grads, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), jnp.asarray(loss, jnp.float32)
-
-    (params, _), losses = jax.lax.scan(
-        body, (params, tx.init(params)), jnp.arange(steps, dtype=jnp.uint32), length=steps
+@partial(jax.jit, static_argnames=("loss_fn", "tx"))
+def _refine_step(loss_fn, params, opt_state, batch, key, i, *, tx):
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch, jax.random.fold_in(key, i)
     )
-    return params, losses
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, jnp.asarray(loss, jnp.float32)
+
+
+def _refine(loss_fn, params, batch, key, *, steps, tx):
+    # A host loop over one jitted step, not a lax.scan: XLA:CPU runs convolutions inside a
+    # while loop ~10x slower than the same step dispatched on its own (measured on ISTN's
+    # STN at 64 x 64: 0.36 s against 0.034 s per step), and the dispatch costs ~nothing.
+    opt_state = tx.init(params)
+    losses = []
+    for i in range(steps):
+        params, opt_state, loss = _refine_step(
+            loss_fn, params, opt_state, batch, key, jnp.uint32(i), tx=tx
+        )
+        losses.append(loss)
+    return params, jnp.stack(losses) if losses else jnp.zeros((0,), jnp.float32)
 
 
 def refine(
@@ -513,15 +520,16 @@ def refine(
     tx: optax.GradientTransformation,
     key: jax.Array,
 ) -> tuple[Any, jnp.ndarray]:
-    """Test-time refinement: ``steps`` optimiser steps on a copy of ``params``, one jitted scan.
+    """Test-time refinement: ``steps`` optimiser steps on a copy of ``params``.
 
     Optimises any pytree (one network's parameters, or directly a displacement field) on a
     single example, starting from ``params`` with a fresh ``tx`` state; ``params`` itself is
     left untouched (its buffers are not donated). Step ``i`` calls
     ``loss_fn(p, batch, jax.random.fold_in(key, i))``.
 
-    The scan is compiled once per ``(loss_fn, steps, tx)`` (all static, hashed by
-    identity) and input shapes: reuse the same ``loss_fn`` and ``tx`` objects across pairs.
+    One jitted step, compiled once per ``(loss_fn, tx)`` (static, hashed by identity) and
+    input shapes, runs ``steps`` times: reuse the same ``loss_fn`` and ``tx`` objects across
+    pairs.
 
     Args:
       loss_fn: ``(params, batch, key) -> (scalar loss, aux)``; ``aux`` is ignored.
