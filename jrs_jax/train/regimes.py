@@ -13,8 +13,8 @@ that can be used alone, e.g. in a notebook:
 - :func:`make_atlas_step`: registration net + template, the template either learned by
   gradient (a ``NetState``) or an EMA of the subjects warped to it;
   :func:`warp_subjects_to_atlas` registers many subjects to one atlas in one ``vmap``.
-- :func:`refine`: test-time (instance) optimisation of one pytree on a single pair,
-  in one jitted ``lax.scan``.
+- :func:`refine`: test-time (instance) optimisation of one pytree on a single pair, one
+  jitted step run ``steps`` times.
 
 Keys: when a step makes several updates from one ``key``, sub-keys are derived
 deterministically (documented per function) so that results can be reproduced by hand.
