@@ -7,7 +7,7 @@ method: a copy of the state entry :attr:`Method.refine_net <jrs_jax.methods.Meth
 registration network by default; ISTN's spatial transformer, Atlas-ISTN's atlas-to-subject
 network) is optimised with Adam on :meth:`Method.refine_loss
 <jrs_jax.methods.Method.refine_loss>` of the single example, the other networks frozen,
-through :func:`jrs_jax.train.refine` (one jitted ``lax.scan``). The trained state is never
+through :func:`jrs_jax.train.refine` (one jitted step per update). The trained state is never
 modified.
 
 Used by ``jrs-jax register --refine N [--refine-lr LR]`` (:func:`jrs_jax.inference.register_files`
