@@ -16,6 +16,7 @@ from .hybrid_unet import HybridUNet
 from .istn import ISTN
 from .jrss import JRSS
 from .jssr import JSSR
+from .oar_cascade import OARCascade
 from .sddir import SDDIR
 from .seg_informed_2d import SegInformed2D
 from .segis_net import SegisNet
@@ -45,6 +46,7 @@ METHODS: dict[str, type[Method]] = {
         XrayGAN,
         ISTN,
         TumourJRS,
+        OARCascade,
     )
 }
 
@@ -82,6 +84,7 @@ __all__ = [
     "HybridUNet",
     "Method",
     "MissingInput",
+    "OARCascade",
     "SegInformed2D",
     "SegisNet",
     "TumourJRS",
