@@ -59,6 +59,7 @@ import dataclasses
 import functools
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -386,11 +387,18 @@ def _segment_rows(method, variables, dataset, *, config, batch_size, surface):
         labels=config.get("labels"),
         names=dataset.label_names,
     )
+    names = dataset.label_names or {}
     subs = np.asarray([i for i in dataset.held_out() if dataset.subjects[i].has_labels], np.int64)
+    timing = bool(config.get("timing", False))
     rows = []
-    for sl in _chunks(len(subs), batch_size):
+    for n, sl in enumerate(_chunks(len(subs), batch_size)):
         b = sampling.subject_batch(dataset, subs[sl], channels=method.channel("image"))
-        pred = method.labels(_run(method, variables, b, "segment", config))
+        if timing and n == 0:  # compile first: the timed calls measure inference only
+            jax.block_until_ready(_run(method, variables, b, "segment", config))
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(_run(method, variables, b, "segment", config))
+        seconds = (time.perf_counter() - t0) / len(subs[sl])
+        pred = method.labels(out)
         for j, i in enumerate(subs[sl]):
             row = {
                 "subject": dataset.subjects[i].name,
@@ -406,6 +414,14 @@ def _segment_rows(method, variables, dataset, *, config, batch_size, surface):
             }
             if surface and pred.ndim == b["image"].ndim - 1:
                 row["hd95"] = _mean_hd95(pred[j], b["labels"][j], spacing)
+                row.update(
+                    {
+                        f"seg_hd95/{names.get(int(k), k)}": v
+                        for k, v in metrics.hd95(pred[j], b["labels"][j], spacing=spacing).items()
+                    }
+                )
+            if timing:
+                row["seconds"] = seconds
             rows.append(row)
     return rows
 
@@ -487,7 +503,8 @@ def evaluate(
         ``mode``, ``atlas``, ``labels``, ``moving_channel``, ``fixed_channel``,
         ``boundary_width`` (voxels, default 2: the band of ``val/epe_boundary``),
         ``refine_steps`` / ``refine_lr`` (test-time refinement of every example before it
-        is scored, :mod:`jrs_jax.refinement`; default none).
+        is scored, :mod:`jrs_jax.refinement`; default none), ``timing`` (segmentation
+        seconds per subject, ``val/seg_seconds``, after a compiling call; default off).
       variables: its networks' parameters.
       dataset: with held-out subjects (their labels score the results).
       max_pairs: evaluate at most this many registration pairs.
@@ -505,7 +522,9 @@ def evaluate(
       scores, for joint methods),
       ``val/<name>`` of the method's pair metrics, ``val/reg_dice/<label>`` and
       ``val/seg_dice/<label>`` per label (multi-label: per channel; named by
-      ``Dataset.label_names``), and ``val/reg_hd95`` / ``val/seg_hd95`` with ``surface``.
+      ``Dataset.label_names``), ``val/reg_hd95`` / ``val/seg_hd95`` (and
+      ``val/seg_hd95/<label>``) with ``surface``, ``val/seg_spurious`` / ``val/reg_spurious``
+      (and per label), ``val/seg_seconds`` with ``eval.timing``.
     """
     config = dict(method.config.get("eval") or {})
     mode = mode or method.evaluation_mode
@@ -551,10 +570,9 @@ def evaluate(
         subject_rows = _segment_rows(
             method, variables, dataset, config=config, batch_size=batch_size, surface=surface
         )
-        names = {"dice": "seg_dice", "hd95": "seg_hd95"}
-        names.update(
-            {k: k for r in subject_rows for k in r if k.startswith(("seg_dice/", "seg_spurious"))}
-        )
+        names = {"dice": "seg_dice", "hd95": "seg_hd95", "seconds": "seg_seconds"}
+        prefixes = ("seg_dice/", "seg_spurious", "seg_hd95/")
+        names.update({k: k for r in subject_rows for k in r if k.startswith(prefixes)})
         summary.update(_summarise(subject_rows, names))
     if "val/reg_dice" in summary and "val/seg_dice" in summary:
         summary["val/mean_dice"] = 0.5 * (summary["val/reg_dice"] + summary["val/seg_dice"])

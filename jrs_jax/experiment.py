@@ -121,6 +121,7 @@ def _evaluator(method: Method, dataset: Dataset, config: dict):
             dataset,
             max_pairs=ev.get("max_pairs"),
             batch_size=int(ev.get("batch_size", 4)),
+            surface=bool(ev.get("surface", False)),
         ).summary
 
     return run
