@@ -149,7 +149,21 @@ def row_config(row: Mapping, *, dataset: str, seed: int) -> dict:
         else load_config(os.path.join(CONFIG_DIR, src))
     )
     sets = {"data.dataset": dataset, "seed": seed, **row.get("set", {})}
-    return apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
+    return _apply_sets(cfg, sets)
+
+
+def _apply_sets(cfg: Mapping, sets: Mapping) -> dict:
+    """``cfg`` with the dotted ``sets`` applied (:func:`~jrs_jax.config.apply_overrides`),
+    except that an evaluation option (``eval.*``, see :func:`jrs_jax.evaluation.evaluate`)
+    the config leaves out is added rather than refused."""
+    cfg = copy.deepcopy(dict(cfg))
+    for k, v in sets.items():
+        section, _, leaf = k.partition(".")
+        if section == "eval" and leaf not in cfg.setdefault("eval", {}):
+            cfg["eval"][leaf] = v
+        else:
+            cfg = apply_overrides(cfg, [f"{k}={json.dumps(v)}"])
+    return cfg
 
 
 def _set_values(cfg):
@@ -216,13 +230,7 @@ def _reevaluate(workdir: str, spec: Mapping, data_root: str) -> dict:
     sets = dict(want["set"])
     if want["dataset"]:
         sets["data.dataset"] = os.path.join(data_root, want["dataset"])
-    cfg = copy.deepcopy(cfg)
-    for k, v in sets.items():  # an evaluation option the config leaves unset is added
-        section, _, leaf = k.partition(".")
-        if section == "eval" and leaf not in cfg.setdefault("eval", {}):
-            cfg["eval"][leaf] = v
-        else:
-            cfg = apply_overrides(cfg, [f"{k}={json.dumps(v)}"])
+    cfg = _apply_sets(cfg, sets)
     method = build_method(cfg)
     ev_cfg = cfg.get("eval") or {}
     summary = evaluate(
