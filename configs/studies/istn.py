@@ -17,7 +17,11 @@ Rows (all register pairs of held-out subjects; same dense STN, same update budge
   ``*_refined``  the row's trained run, each test pair refined for REFINE Adam steps at 1e-3
                  (the public code's 50 and learning rate) before it is scored; the STN rows
                  refine on ‖M∘φ − F‖² (they have no structure maps)
-Columns: warped-label Dice, folding %, sdlogj.
+Columns: warped-label Dice, folding %, sdlogj, and for the evaluation rows of ISTN the
+Dice of the fixed image's structure map read as a segmentation (``itn_dice``).
+
+Variant ``diagnose``: ISTN-e / ISTN-i refined at learning rates 1e-3, 1e-4 and 1e-5 (the
+same trained runs; see benchmarks/results/istn_analysis.md).
 """
 
 from jrs_jax.config import parse_flags
@@ -27,7 +31,7 @@ REFINE = 50
 
 
 def get_study(arg=None):
-    flags = parse_flags(arg, {"quick"})
+    flags = parse_flags(arg, {"quick", "diagnose"})
     quick = "quick" in flags
     steps, refine = (10, 3) if quick else (STEPS, REFINE)
     settings = {
@@ -70,6 +74,24 @@ def get_study(arg=None):
         }
         for n, label, _ in trained
     ]
+    if "diagnose" in flags:  # refinement at lower learning rates (same trained runs)
+        rows = [r for r in rows if r["name"] in ("istn_e", "istn_i", "stn_s")]
+        for n, label in (("istn_e", "ISTN-e"), ("istn_i", "ISTN-i")):
+            rows += [
+                {
+                    "name": f"{n}_refined_{tag}",
+                    "label": f"{label} + refinement, lr {lr:g}",
+                    "from": n,
+                    "evaluate": {"set": {"eval.refine_steps": refine, "eval.refine_lr": lr}},
+                }
+                for tag, lr in (("1e-3", 1e-3), ("1e-4", 1e-4), ("1e-5", 1e-5))
+            ]
+        gaps = [
+            {"row": f"{n}_refined_{tag}", "baseline": n, "metric": "val/reg_dice"}
+            for n in ("istn_e", "istn_i")
+            for tag in ("1e-3", "1e-4", "1e-5")
+        ]
+        return {**_study(quick, steps, refine, settings, rows, gaps), "name": "istn_diagnose"}
     pairs = [
         ("stn_s", "stn_u"),
         ("istn_e", "stn_s"),
@@ -84,6 +106,10 @@ def get_study(arg=None):
         for row, base in pairs
         for m in ("val/reg_dice", "val/folding_percent")
     ]
+    return _study(quick, steps, refine, settings, rows, gaps)
+
+
+def _study(quick, steps, refine, settings, rows, gaps):
     return {
         "name": "istn",
         "method": "istn",
@@ -109,6 +135,7 @@ def get_study(arg=None):
             "val/reg_dice": "warped-label Dice",
             "val/folding_percent": "folding %",
             "val/sdlogj": "sdlogj",
+            "val/itn_dice": "ITN structure Dice",
         },
         "gaps": gaps,
         "budget": f"every trained row makes {steps} joint updates (ITN and STN together for "

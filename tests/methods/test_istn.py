@@ -146,3 +146,13 @@ def test_affine_stn_gives_an_affine_field(data, perturbed):
 def test_bad_variant_is_an_error(data):
     with pytest.raises(ValueError, match=r"loss\.variant"):
         _setup(data, "", "loss.variant='bspline'")
+
+
+def test_itn_dice_reads_the_structure_map_as_a_segmentation(data):
+    ds, method = _setup(data)
+    batch = method.sample_batch(ds, 0)
+    s_f = jax.nn.one_hot(batch["fixed_labels"], method.num_classes)[..., 1:]
+    perfect = method.pair_metrics({"fixed_structure": 0.9 * s_f}, batch)
+    np.testing.assert_allclose(perfect["itn_dice"], 1.0)
+    blank = method.pair_metrics({"fixed_structure": 0.4 * s_f}, batch)  # below 0.5: background
+    np.testing.assert_allclose(blank["itn_dice"], 0.0)
