@@ -360,7 +360,18 @@ def _ms(values, digits: int = 3) -> str:
 
 
 #: Substrings of metric names for which lower is better (a "win" is a negative gap).
-LOWER_IS_BETTER = ("folding", "sdlogj", "hd95", "assd", "epe", "non_diffeo", "loss")
+LOWER_IS_BETTER = (
+    "folding",
+    "sdlogj",
+    "hd95",
+    "assd",
+    "epe",
+    "non_diffeo",
+    "loss",
+    "abs_logj",
+    "spurious",
+    "seconds",
+)
 
 
 def better(gap: Mapping) -> str:

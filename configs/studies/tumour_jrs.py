@@ -18,6 +18,9 @@ Rows (the lesion-free atlas registered onto every held-out patient):
   ``oracle``     shared encoder, the true tumour as the mask (a bound, not a method)
 Columns: healthy-label Dice, endpoint error inside / around the lesion (4-voxel band),
 mean |log det J| inside / around it, tumour Dice, folding %.
+
+Variant ``weak_reg`` (diagnostic, same folder): unmasked and masked also with a 10x weaker
+regulariser (λ = 0.01); see benchmarks/results/tumour_jrs_analysis.md.
 """
 
 from jrs_jax.config import parse_flags
@@ -26,7 +29,7 @@ STEPS = 600
 
 
 def get_study(arg=None):
-    flags = parse_flags(arg, {"quick"})
+    flags = parse_flags(arg, {"quick", "weak_reg"})
     quick = "quick" in flags
     steps = 10 if quick else STEPS
     settings = {
@@ -64,6 +67,19 @@ def get_study(arg=None):
     ]
     for r in rows:
         r["set"] = common
+    pairs = (("masked", "unmasked"), ("hard", "unmasked"), ("masked", "separate"))
+    if "weak_reg" in flags:  # diagnostic: unmasked and masked with a 10x weaker regulariser
+        rows = rows[:2]
+        rows += [
+            {
+                **r,
+                "name": f"{r['name']}_weak",
+                "label": f"{r['label']}, λ = 0.01",
+                "set": {**common, "loss.reg_weight": 0.01},
+            }
+            for r in rows
+        ]
+        pairs = (("masked", "unmasked"), ("masked_weak", "unmasked_weak"))
     metrics = (
         "val/reg_dice",
         "val/epe_lesion",
@@ -71,11 +87,7 @@ def get_study(arg=None):
         "val/abs_logj_around",
         "val/tumour_dice",
     )
-    gaps = [
-        {"row": row, "baseline": base, "metric": m}
-        for row, base in (("masked", "unmasked"), ("hard", "unmasked"), ("masked", "separate"))
-        for m in metrics
-    ]
+    gaps = [{"row": row, "baseline": base, "metric": m} for row, base in pairs for m in metrics]
     return {
         "name": "tumour_jrs",
         "method": "tumour_jrs",
