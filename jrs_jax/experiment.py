@@ -141,7 +141,8 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
     """Training curves and, from the keys the method's ``predict`` returns: the registration
     panel of the first evaluation pair (fixed / moving / warped with label contours,
     deformation grid, Jacobian map) and a segmentation overlay of the first labelled held-out
-    subject. Returns the paths."""
+    subject; then the method's own files (:meth:`~jrs_jax.methods.Method.write_outputs`).
+    Returns the paths."""
     from . import viz
     from .evaluation import warp_labels_nearest
 
@@ -188,6 +189,7 @@ def write_figures(method: Method, state: Any, dataset: Dataset, workdir: str) ->
         name = dataset.subjects[held[0]].name
         viz.save_figure(viz.overlay(b["image"][0], pred, title=f"{name}: prediction"), p)
         paths.append(p)
+    paths += method.write_outputs(jax.device_get(state), workdir)  # e.g. a learned atlas
     return paths
 
 

@@ -342,6 +342,13 @@ class Method(abc.ABC):
         """Method-specific per-pair metrics ``{name: [B]}`` added to the pair evaluation."""
         return {}
 
+    def write_outputs(self, state: Any, workdir: str) -> list[str]:
+        """Method-specific files written into the run folder ``workdir`` after training (e.g.
+        a learned atlas as NIfTI and its figure under ``figures/``), next to the generic
+        figures: :func:`jrs_jax.experiment.write_figures` calls it with the trained state and
+        lists the returned paths with its own. Default: nothing written, ``[]``."""
+        return []
+
     def zeros(self, channels: int | None = None) -> jax.Array:
         """A ``[1, *S, C]`` float32 zero image (network initialisation; ``C`` defaults to
         :attr:`image_channels`)."""
