@@ -6,6 +6,7 @@ equations on top of :mod:`jrs_jax.spatial`, :mod:`jrs_jax.losses`, :mod:`jrs_jax
 """
 
 from .adversarial_jrs import AdversarialJRS
+from .atlas_istn import AtlasISTN
 from .base import EVAL_MODES, TASKS, Method, MissingInput
 from .cardiac_motion import CardiacMotion
 from .cross_stitch import CrossStitchJRS
@@ -45,6 +46,7 @@ METHODS: dict[str, type[Method]] = {
         JSSR,
         XrayGAN,
         ISTN,
+        AtlasISTN,
         TumourJRS,
         OARCascade,
     )
@@ -77,6 +79,7 @@ __all__ = [
     "SDDIR",
     "TASKS",
     "AdversarialJRS",
+    "AtlasISTN",
     "CardiacMotion",
     "CrossStitchJRS",
     "DeepAtlas",
