@@ -209,9 +209,13 @@ def _components(prefix: str, labels_map, **kwargs) -> dict[str, float]:
     }
 
 
-def _mean_hd95(pred: np.ndarray, target: np.ndarray, spacing) -> float:
-    """HD95 averaged over the labels present in both maps (NaN if none)."""
-    values = [v for v in metrics.hd95(pred, target, spacing=spacing).values() if np.isfinite(v)]
+def _mean_hd95(pred: np.ndarray, target: np.ndarray, spacing, labels=None) -> float:
+    """HD95 averaged over the labels present in both maps (only ``labels`` when given, as
+    ``eval.labels`` restricts the Dice; NaN if none)."""
+    scores = metrics.hd95(pred, target, spacing=spacing)
+    if labels is not None:
+        scores = {k: v for k, v in scores.items() if int(k) in {int(i) for i in labels}}
+    values = [v for v in scores.values() if np.isfinite(v)]
     return float(np.mean(values)) if values else float("nan")
 
 
@@ -370,7 +374,7 @@ def _register_rows(method, variables, dataset, pairs, *, config, mode, batch_siz
             if seg_moving is not None:  # Seg(moving)∘φ against Seg(fixed)
                 row["seg_consistency"] = dice(seg_moving[j], seg[j])
             if surface and warped.ndim == disp.ndim - 1:
-                row["hd95"] = _mean_hd95(warped[j], target, spacing)
+                row["hd95"] = _mean_hd95(warped[j], target, spacing, config.get("labels"))
             row.update({k: float(v[j]) for k, v in extra.items()})
             rows.append(row)
     return rows
@@ -413,7 +417,7 @@ def _segment_rows(method, variables, dataset, *, config, batch_size, surface):
                 ),
             }
             if surface and pred.ndim == b["image"].ndim - 1:
-                row["hd95"] = _mean_hd95(pred[j], b["labels"][j], spacing)
+                row["hd95"] = _mean_hd95(pred[j], b["labels"][j], spacing, config.get("labels"))
                 row.update(
                     {
                         f"seg_hd95/{names.get(int(k), k)}": v

@@ -278,3 +278,24 @@ def test_spurious_components_count_the_fragments_of_each_label(anatomy, predict_
         assert row[f"seg_spurious/{ds.label_names[2]}"] == truth[2]
     expected = np.mean([row["seg_spurious"] for row in ev.subjects])
     assert ev.summary["val/seg_spurious"] == pytest.approx(expected)
+
+
+def test_eval_labels_restricts_hd95(anatomy, predict_only):
+    """Label 1 gets a stray island far from it (a large HD95); with ``eval.labels = [2]``
+    the HD95 reads only label 2, predicted exactly (0)."""
+    cfg, ds = anatomy
+
+    class Stray(predict_only):
+        name = "stray"
+        tasks = {"segment": ("image", "labels")}  # noqa: RUF012
+
+        def predict(self, variables, batch):
+            lab = batch["labels"].at[:, 0, 0].set(1)
+            return {"seg_probs": jax.nn.one_hot(lab, self.num_classes)}
+
+    k = cfg["data"]["num_classes"]
+    every = evaluate(Stray(cfg, shape=ds.shape, num_classes=k), {}, ds, surface=True)
+    only2 = {**cfg, "eval": {**cfg["eval"], "labels": [2]}}
+    two = evaluate(Stray(only2, shape=ds.shape, num_classes=k), {}, ds, surface=True)
+    assert every.summary["val/seg_hd95"] > 0.5
+    assert two.summary["val/seg_hd95"] == 0.0
