@@ -30,7 +30,9 @@ def get_config(arg=None):
             "batch_size": 4,
         },
         "template": {"candidates": 8, "steps": 50},
-        "model": {"segment": "cascade", "iterations": 2, "crop": [16, 16]},
+        # roi_labels: the organs segmented on crops (None: every foreground label); the other
+        # labels (structures larger than a crop) keep the warped template's masks
+        "model": {"segment": "cascade", "iterations": 2, "crop": [16, 16], "roi_labels": None},
         "reg_model": {
             "features": [16, 32, 32, 32],
             "decoder_features": [32, 32, 32, 16, 16],

@@ -50,6 +50,7 @@ def get_study(arg=None):
     cascade = {
         **common,
         "model.crop": crop,
+        "model.roi_labels": SMALL,  # the organs at risk; body and large structures: R's masks
         **{f"reg_model.{k}": v for k, v in reg.items()},
         **{f"seg_model.{k}": v for k, v in seg.items()},
     }

@@ -15,12 +15,15 @@ the candidate with the lowest mean DI becomes the template ``(T, S_T)`` of the s
 template, the target, the template's organ masks and the target's current segmentation
 (zeros at iteration 0) -> ``φ_n``; ``S_T∘φ_n`` is the atlas segmentation of iteration ``n``.
 
-(C) **ROI layer and auto-context**: for each organ ``k`` the centroid of ``S_T∘φ_n`` (channel
-``k``, :func:`jrs_jax.spatial.soft_centroid`) places a fixed ``model.crop`` window
+(C) **ROI layer and auto-context**: for each organ ``k`` of ``model.roi_labels`` (default
+every foreground label; the organs at risk, structures that fit a crop) the centroid of
+``S_T∘φ_n`` (channel ``k``, :func:`jrs_jax.spatial.soft_centroid`) places a fixed
+``model.crop`` window
 (:func:`~jrs_jax.spatial.crop_around`); the segmentation U-Net ``G`` sees the image crop and
 its previous probability map of the organ on that crop (auto-context) and predicts the organ
 there; pasted back (:func:`~jrs_jax.spatial.paste_back`) and assembled into ``P_n``
-(organ ``k``'s probability from its own crop; background ``∏_k (1 − p_k)``; renormalised).
+(organ ``k``'s probability from its own crop, a label outside ``roi_labels`` from the warped
+template; background ``∏_k (1 − p_k)``; renormalised).
 ``model.iterations`` rounds of (B) and (C); the previous round's maps enter the next one
 without gradient (each round is trained on the previous round's output).
 
@@ -133,6 +136,10 @@ class OARCascade(Method):
         if len(self.crop) != self.ndim or any(c > n for c, n in zip(self.crop, self.shape)):
             raise ValueError(f"model.crop {self.crop} must be {self.ndim} sizes <= {self.shape}")
         k = self.num_classes
+        roi = model.get("roi_labels")
+        self.roi_labels = tuple(range(1, k)) if roi is None else tuple(int(i) for i in roi)
+        if not self.roi_labels or not all(0 < i < k for i in self.roi_labels):
+            raise ValueError(f"model.roi_labels must be foreground labels 1..{k - 1}; got {roi}")
         self.reg_net = RegistrationNet(**config["reg_model"])
         self.seg_net = SegmentationNet(num_classes=2, **config["seg_model"])
         self.reg_objective = combine(
@@ -207,10 +214,12 @@ class OARCascade(Method):
         return self.reg_net.apply(v["reg"], template, image, extra)["disp"]
 
     def _organs(self, v: dict, image: jax.Array, warped_masks: jax.Array, prev: jax.Array):
-        """Organ probabilities ``[B, *S, K - 1]``: organ ``k`` segmented on its ROI crop
-        (centre: the centroid of ``warped_masks[..., k]``) with its previous map as the
-        auto-context channel, pasted back (0 outside the crop)."""
-        centres, _ = soft_centroid(warped_masks[..., 1:])  # [B, K-1, D]
+        """Organ probabilities ``[B, *S, K - 1]``: each organ of ``model.roi_labels``
+        segmented on its ROI crop (centre: the centroid of its warped template mask) with its
+        previous map as the auto-context channel, pasted back (0 outside the crop); the other
+        foreground labels (structures larger than a crop) keep the warped template mask."""
+        roi = np.asarray(self.roi_labels)
+        centres, _ = soft_centroid(warped_masks[..., roi])  # [B, R, D]
 
         def organ(centre, prev_k):  # centre [B, D], prev_k [B, *S]
             x = jnp.concatenate([image, prev_k[..., None]], -1)
@@ -218,8 +227,8 @@ class OARCascade(Method):
             p = jax.nn.softmax(self.seg_net.apply(v["seg"], crop))[..., 1:]
             return paste_back(p, start, shape=self.shape)[..., 0]
 
-        probs = jax.vmap(organ, in_axes=(1, -1), out_axes=-1)(centres, prev[..., 1:])
-        return probs
+        probs = jax.vmap(organ, in_axes=(1, -1), out_axes=-1)(centres, prev[..., roi])
+        return warped_masks[..., 1:].at[..., roi - 1].set(probs)
 
     @staticmethod
     def _assemble(organs: jax.Array) -> jax.Array:

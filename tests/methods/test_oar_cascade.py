@@ -135,3 +135,15 @@ def test_registration_only_segments_with_the_warped_template(data, perturbed):
     v = variables(perturbed(state, scale=0.2))
     out = method.run(v, {"image": subject_batch(ds, np.asarray([4]))["image"]}, "segment")
     np.testing.assert_allclose(out["seg_probs"], out["atlas_probs"])
+
+
+def test_labels_outside_roi_labels_keep_the_warped_template(data, perturbed):
+    _, ds, method = _setup(data, "", "model.roi_labels=[2, 3]")
+    v = variables(perturbed(method.init(jax.random.key(0), ds), scale=0.2))
+    image = jnp.asarray(subject_batch(ds, np.asarray([4]))["image"])
+    prev = jnp.zeros((1, *method.shape, method.num_classes))
+    masks = jax.nn.one_hot(jnp.asarray(ds.subjects[4].labels)[None], method.num_classes)
+    organs = np.asarray(method._organs(v, image, masks, prev))
+    keep = [k for k in range(1, method.num_classes) if k not in (2, 3)]
+    np.testing.assert_array_equal(organs[..., np.asarray(keep) - 1], np.asarray(masks)[..., keep])
+    assert not np.array_equal(organs[..., 1], np.asarray(masks)[..., 2])
