@@ -77,8 +77,8 @@ from .synthetic import (
     _check_template,
     _label_names,
     _layout,
-    _render,
     _render_args,
+    _render_jit,
     _val_pairs,
     _write_subjects,
     make_template,
@@ -266,23 +266,6 @@ def _with_mass_effect(template, u, u_inv, m, m_inv, *, num_classes):
     return field, field_inv, warp_labels(tmpl, field, num_classes=num_classes, mode="nearest")
 
 
-@partial(jax.jit, static_argnames=("num_classes", "bias_spacing", "blur_sigma"))
-def _render_impl(
-    key, labels, means, intensity_jitter, bias, noise, *, num_classes, bias_spacing, blur_sigma
-):
-    return _render(
-        tuple(jax.random.split(key, 3)),
-        labels,
-        means,
-        intensity_jitter,
-        bias,
-        noise,
-        num_classes=num_classes,
-        bias_spacing=bias_spacing,
-        blur_sigma=blur_sigma,
-    )
-
-
 @partial(jax.jit, static_argnames=("n",))
 def _draws(key, *, n):
     return jax.random.uniform(key, (n, 2), jnp.float32)
@@ -413,8 +396,8 @@ def make_lesion_subjects(
     grid = np.stack(np.meshgrid(*[np.arange(k) for k in shape], indexing="ij"), -1)
     for s in range(1, n):
         labels[s][np.linalg.norm(grid - centres[s], axis=-1) <= radii[s]] = lesion
-    images = _render_impl(
-        k_render,
+    images = _render_jit(
+        tuple(jax.random.split(k_render, 3)),
         jnp.asarray(labels),
         jnp.asarray(means),
         *traced,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import partial
 
 import jax
 import numpy as np
@@ -42,8 +41,8 @@ from .synthetic import (
     _check_means,
     _check_template,
     _layout,
-    _render,
     _render_args,
+    _render_jit,
     _val_pairs,
     _write_subjects,
     make_subjects,
@@ -135,23 +134,6 @@ def modality_means(x_means: Sequence[float], contrast: str = "inverted") -> np.n
     return y
 
 
-@partial(jax.jit, static_argnames=("num_classes", "bias_spacing", "blur_sigma"))
-def _render_impl(
-    key, labels, base_means, intensity_jitter, bias, noise, *, num_classes, bias_spacing, blur_sigma
-):
-    return _render(
-        tuple(jax.random.split(key, 3)),
-        labels,
-        base_means,
-        intensity_jitter,
-        bias,
-        noise,
-        num_classes=num_classes,
-        bias_spacing=bias_spacing,
-        blur_sigma=blur_sigma,
-    )
-
-
 def make_multimodal_subjects(
     key: jax.Array,
     template,
@@ -230,8 +212,8 @@ def make_multimodal_subjects(
         **render,
     )
     traced, static = _render_args(template.shape, **render)
-    y = _render_impl(
-        jax.random.fold_in(key, 1),
+    y = _render_jit(
+        tuple(jax.random.split(jax.random.fold_in(key, 1), 3)),
         jax.numpy.asarray(x["labels"]),
         jax.numpy.asarray(y_means),
         *traced,

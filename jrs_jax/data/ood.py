@@ -48,7 +48,6 @@ import copy
 import json
 import os
 from collections.abc import Sequence
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -60,8 +59,8 @@ from .synthetic import (
     _as_key,
     _check_means,
     _layout,
-    _render,
     _render_args,
+    _render_jit,
     _val_pairs,
     _write_subjects,
     make_subjects,
@@ -230,23 +229,6 @@ def write_ood_dataset(
 _RENDER_KEYS = ("intensity_jitter", "bias_spacing", "blur_sigma")
 
 
-@partial(jax.jit, static_argnames=("num_classes", "bias_spacing", "blur_sigma"))
-def _render_impl(
-    keys, labels, means, intensity_jitter, bias, noise, *, num_classes, bias_spacing, blur_sigma
-):
-    return _render(
-        keys,
-        labels,
-        means,
-        intensity_jitter,
-        bias,
-        noise,
-        num_classes=num_classes,
-        bias_spacing=bias_spacing,
-        blur_sigma=blur_sigma,
-    )
-
-
 def _rerender(
     key, labels, means, *, noise, bias, intensity_jitter=0.03, bias_spacing=None, blur_sigma=0.7
 ):
@@ -262,7 +244,7 @@ def _rerender(
         noise=noise,
         blur_sigma=blur_sigma,
     )
-    img = _render_impl(
+    img = _render_jit(
         (k_mean, k_bias, k_noise),
         jnp.asarray(labels),
         jnp.asarray(means),

@@ -214,6 +214,26 @@ def _render(
     return img.astype(jnp.float32)
 
 
+@partial(jax.jit, static_argnames=("num_classes", "bias_spacing", "blur_sigma"))
+def _render_jit(
+    keys, labels, means, intensity_jitter, bias, noise, *, num_classes, bias_spacing, blur_sigma
+):
+    """:func:`_render` compiled on its own, for scenarios that render label maps they made
+    outside a jitted generator (lesions painted in, a second modality, a shifted copy);
+    ``keys``: the (mean, bias, noise) keys."""
+    return _render(
+        keys,
+        labels,
+        means,
+        intensity_jitter,
+        bias,
+        noise,
+        num_classes=num_classes,
+        bias_spacing=bias_spacing,
+        blur_sigma=blur_sigma,
+    )
+
+
 def _check_template(template) -> np.ndarray:
     template = np.asarray(template)
     if template.ndim not in (2, 3) or template.dtype.kind not in "iu":
