@@ -160,26 +160,36 @@ def _lncc_taps(window: int, kernel: str, sigma) -> np.ndarray:
     return np.exp(-0.5 * (t / s) ** 2)  # peak 1, not normalised (MONAI's gaussian kernel)
 
 
-def _local_cc(a, b, *, window, kernel, sigma, squared, eps, convention) -> jnp.ndarray:
-    """Per-voxel local (squared) correlation map: ``[B, *S, C]`` (``[B, *S, 1]`` for voxelmorph)."""
+def _lncc_inputs(a, b, *, window, kernel, convention):
+    """Checked ``(a, b, window)`` of the local NCC (the options named in the errors)."""
     check_choice("kernel", kernel, _LNCC_KERNELS)
     check_choice("convention", convention, _LNCC_CONVENTIONS)
     if int(window) != window or window < 1:
         raise ValueError(f"window must be a positive int, got {window!r}")
-    window = int(window)
     a, b = _pair(a, b, spatial=True)
+    return a, b, int(window)
+
+
+def _window_sums(stack: jnp.ndarray, *, window: int, kernel: str, taps) -> jnp.ndarray:
+    """Window sums of every channel of ``stack`` in one separable pass (zero padding,
+    "same" size): the box filter, or ``taps`` along each spatial axis."""
+    if kernel == "box":
+        return box_filter(stack, window)
+    for ax in range(1, stack.ndim - 1):
+        stack = filter_1d(stack, taps, ax)
+    return stack
+
+
+def _local_cc(a, b, *, window, kernel, sigma, squared, eps, convention) -> jnp.ndarray:
+    """Per-voxel local (squared) correlation map: ``[B, *S, C]`` (``[B, *S, 1]`` for voxelmorph)."""
+    a, b, window = _lncc_inputs(a, b, window=window, kernel=kernel, convention=convention)
     nd = a.ndim - 2
     c = a.shape[-1]
     taps = _lncc_taps(window, kernel, sigma)
 
     # all five window sums in one separable pass (zero padding, "same" size)
     stack = jnp.concatenate([a, b, a * a, b * b, a * b], axis=-1)
-    if kernel == "box":
-        sums = box_filter(stack, window)
-    else:
-        sums = stack
-        for ax in range(1, nd + 1):
-            sums = filter_1d(sums, taps, ax)
+    sums = _window_sums(stack, window=window, kernel=kernel, taps=taps)
     s_a, s_b, s_aa, s_bb, s_ab = jnp.split(sums, 5, axis=-1)
     vol = float(np.sum(taps)) ** nd  # "number of voxels" in the window (sum of weights)
     if convention == "voxelmorph":  # one window over all channels
@@ -187,8 +197,17 @@ def _local_cc(a, b, *, window, kernel, sigma, squared, eps, convention) -> jnp.n
             jnp.sum(s, axis=-1, keepdims=True) for s in (s_a, s_b, s_aa, s_bb, s_ab)
         )
         vol = vol * c
-    mean_a = s_a / vol
-    mean_b = s_b / vol
+    return _cc_from_sums(
+        s_a, s_b, s_aa, s_bb, s_ab, vol, squared=squared, eps=eps, convention=convention
+    )
+
+
+def _cc_from_sums(s_a, s_b, s_aa, s_bb, s_ab, count, *, squared, eps, convention):
+    """The local correlation from window sums and the window count ``W`` (a number, or a
+    map for the masked form): ``cross = S[ab] − S[a] S[b] / W``, clamped variances, squared
+    or signed (:func:`local_ncc`)."""
+    mean_a = s_a / count
+    mean_b = s_b / count
     cross = s_ab - mean_b * s_a
     var_a = jnp.maximum(s_aa - mean_a * s_a, eps)
     var_b = jnp.maximum(s_bb - mean_b * s_b, eps)
@@ -211,25 +230,14 @@ _MIN_COUNT = 1e-6
 def _masked_local_cc(a, b, mask, *, window, kernel, sigma, squared, eps, convention):
     """Masked counterpart of :func:`_local_cc`: ``(cc [B, *S, C] (voxelmorph: [B, *S, 1]),
     mask [B, *S, 1])``, the window statistics taken over the masked voxels only."""
-    check_choice("kernel", kernel, _LNCC_KERNELS)
-    check_choice("convention", convention, _LNCC_CONVENTIONS)
-    if int(window) != window or window < 1:
-        raise ValueError(f"window must be a positive int, got {window!r}")
-    window = int(window)
-    a, b = _pair(a, b, spatial=True)
+    a, b, window = _lncc_inputs(a, b, window=window, kernel=kernel, convention=convention)
     m = voxel_mask(mask, a, per_channel=False)  # [B, *S, 1], a's dtype
-    nd = a.ndim - 2
     c = a.shape[-1]
     taps = _lncc_taps(window, kernel, sigma)
 
     ma, mb = m * a, m * b
     stack = jnp.concatenate([m, ma, mb, ma * a, mb * b, ma * b], axis=-1)
-    if kernel == "box":
-        sums = box_filter(stack, window)
-    else:
-        sums = stack
-        for ax in range(1, nd + 1):
-            sums = filter_1d(sums, taps, ax)
+    sums = _window_sums(stack, window=window, kernel=kernel, taps=taps)
     s_m = sums[..., :1]  # W = S[m]: the (weighted) number of masked voxels in the window
     s_a, s_b, s_aa, s_bb, s_ab = jnp.split(sums[..., 1:], 5, axis=-1)
     if convention == "voxelmorph":  # one window over all channels
@@ -238,19 +246,10 @@ def _masked_local_cc(a, b, mask, *, window, kernel, sigma, squared, eps, convent
         )
         s_m = s_m * c
     count = jnp.maximum(s_m, _MIN_COUNT)
-    mean_a = s_a / count
-    mean_b = s_b / count
-    cross = s_ab - mean_b * s_a
-    var_a = jnp.maximum(s_aa - mean_a * s_a, eps)
-    var_b = jnp.maximum(s_bb - mean_b * s_b, eps)
-    if convention == "voxelmorph":
-        cross = jnp.maximum(cross, eps)
-        if squared:
-            return (cross / var_a) * (cross / var_b), m
-        return cross / jnp.sqrt(var_a * var_b + eps), m
-    if squared:
-        return cross * cross / (var_a * var_b), m
-    return cross * jax.lax.rsqrt(var_a * var_b), m
+    cc = _cc_from_sums(
+        s_a, s_b, s_aa, s_bb, s_ab, count, squared=squared, eps=eps, convention=convention
+    )
+    return cc, m
 
 
 def local_ncc(
