@@ -424,7 +424,8 @@ def study_table(study: Mapping, records, gaps, *, seeds) -> str:
     """The markdown table: per group, mean ± std per row and column, then the paired gaps."""
     labels = {r["name"]: r.get("label", r["name"]) for g in study["groups"] for r in g["rows"]}
     cols = study["columns"]
-    runs = {r["workdir"]: r.get("seconds") or 0.0 for r in records}
+    runs = {r["workdir"]: 0.0 for r in records}  # an evaluate / from row adds no training
+    runs.update({r["workdir"]: r["seconds"] for r in records if r.get("seconds") is not None})
     lines = [
         f"# {study['name']}: {study['claim']}",
         "",
