@@ -281,8 +281,8 @@ def test_spurious_components_count_the_fragments_of_each_label(anatomy, predict_
 
 
 def test_eval_labels_restricts_hd95(anatomy, predict_only):
-    """Label 1 gets a stray 8x8 block in a corner, far from it (a large HD95); with ``eval.labels = [2]``
-    the HD95 reads only label 2, predicted exactly (0)."""
+    """Label 1 gets a stray 8x8 block in a corner, far from it (a large HD95); with
+    ``eval.labels = [2]`` the HD95 reads only label 2, predicted exactly (0)."""
     cfg, ds = anatomy
 
     class Stray(predict_only):
