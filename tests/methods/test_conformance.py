@@ -171,10 +171,17 @@ def test_cli_train_then_register_or_segment(name, data, tmp_path, run_cli):
         out = tmp_path / "reg"
         argv = ["register", "--checkpoint", run, "--fixed", img(6), "--moving", img(7)]
         argv += ["--moving-labels", lab(7), "--fixed-labels", lab(6), "--out", out]
-        rc, _stdout, err = run_cli(argv)
+        # test-time refinement through the CLI, or its one-line refusal, then the plain call
+        rc, _stdout, err = run_cli([*argv, "--refine", "2"])
+        if rc == 2:
+            assert "refine" in err and len(err.strip().splitlines()) == 1, err
+            rc, _stdout, err = run_cli(argv)
         assert rc == 0, err
         summary = json.loads((out / "summary.json").read_text())
         assert 0 <= summary["dice_after"] <= 1 and (out / "warped.nii.gz").exists()
+        if "refine" in summary:
+            assert summary["refine"]["steps"] == 2
+            assert summary["refine"]["dice_after"] == pytest.approx(summary["dice_after"])
     if "segment" in method.tasks:
         out = tmp_path / "seg"
         rc, _, err = run_cli(["segment", "--checkpoint", run, "--image", img(6), "--out", out])
