@@ -101,6 +101,7 @@ class CrossStitchJRS(Method):
 
     name = "cross_stitch"
     tasks: ClassVar[dict] = {"register": ("moving", "fixed", "moving_labels")}
+    refine_net = "net"  # refinement: the whole network, on sim + λ reg (the default loss)
 
     def __init__(self, config, **data):
         super().__init__(config, **data)

@@ -92,6 +92,11 @@ class HybridUNet(Method):
     name = "hybrid_unet"
     tasks: ClassVar[dict] = {"register": ("moving", "fixed")}
 
+    @property
+    def refine_net(self) -> str:
+        """Refinement optimises the registration: the hybrid network, or ``"reg"``."""
+        return "net" if self.arch == "hybrid" else "reg"
+
     def __init__(self, config, **data):
         super().__init__(config, **data)
         model, loss = dict(config["model"]), config["loss"]
