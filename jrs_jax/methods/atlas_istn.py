@@ -90,8 +90,6 @@ from ..nets import AffineRegistrationNet, RegistrationNet, SegmentationNet
 from ..spatial import (
     affine_to_displacement,
     compose,
-    integrate_velocity,
-    resize_field,
     to_normalized_displacement,
     warp,
 )
@@ -132,11 +130,9 @@ def svf_displacement(velocity: jax.Array, *, steps: int, downsize: int) -> jax.A
 
     Shapes: ``velocity [B, *S, D] -> [B, *S, D]``.
     """
-    if downsize == 1:
-        return integrate_velocity(velocity, steps=steps)
-    full = velocity.shape[1:-1]
-    small = tuple(max(n // downsize, 2) for n in full)
-    return resize_field(integrate_velocity(resize_field(velocity, small), steps=steps), full)
+    from ..nets.registration import _integrate  # the one implementation of this integration
+
+    return _integrate(velocity, steps, downsize)
 
 
 def invert_affine(matrix: jax.Array) -> jax.Array:
